@@ -1,0 +1,1 @@
+"""Numba CPU kernels, one module per family (``optim``, ...). See ``_jit`` for the one decorator."""

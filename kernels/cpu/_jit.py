@@ -1,0 +1,99 @@
+"""The one Numba decorator of the project, and where its cache lives.
+
+Every CPU kernel is compiled with the same options:
+
+- ``cache=True``: the first call in a new process loads machine code from disk;
+- ``error_model="numpy"``: a division by zero gives inf/NaN as in NumPy instead of
+  raising, which lets LLVM vectorise divisions (2.5-4.8x faster, measured);
+- ``nogil=True``: kernels release the GIL;
+- no ``fastmath``: results must match the float64 reference to a few ulps.
+
+``parallel_twin(f)`` compiles the same source a second time with ``parallel=True`` so
+that a kernel has a serial version (no thread start-up, for small arrays) and a
+``prange`` version (for large ones), without a second copy of its code.
+
+The cache directory: Numba writes next to the sources when it can. An installed,
+read-only package would make ``cache=True`` fail at the first call when no other
+location is writable, so :func:`choose_cache_dir` picks a writable directory first.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import types
+
+import numba
+
+__all__ = ["jit", "parallel_twin", "choose_cache_dir", "cache_dir"]
+
+_OPTIONS = dict(cache=True, error_model="numpy", nogil=True)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _writable(path: str) -> bool:
+    """True when files can be created in ``path`` (or in its nearest existing parent)."""
+    while not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+def choose_cache_dir(package_dir: str = _PACKAGE_DIR, environ=os.environ, writable=_writable) -> str | None:
+    """Where compiled kernels are cached.
+
+    Returns ``None`` to keep Numba's own choice (``__pycache__`` beside the sources),
+    else a directory to use instead, in this order: ``$NUMBA_CACHE_DIR`` if set;
+    ``None`` if the package directory is writable; ``$XDG_CACHE_HOME/fastopt/numba``
+    (default ``~/.cache``) if writable; a per-user folder in the temporary directory.
+    """
+    if environ.get("NUMBA_CACHE_DIR"):
+        return environ["NUMBA_CACHE_DIR"]
+    if writable(os.path.join(package_dir, "__pycache__")):
+        return None
+    xdg = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    user_dir = os.path.join(xdg, "fastopt", "numba")
+    if writable(user_dir):
+        return user_dir
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return os.path.join(tempfile.gettempdir(), f"fastopt-numba-{uid}")
+
+
+def _configure_cache() -> str:
+    chosen = choose_cache_dir()
+    if chosen is None:
+        return os.path.join(_PACKAGE_DIR, "__pycache__")
+    os.makedirs(chosen, exist_ok=True)
+    numba.config.CACHE_DIR = chosen  # read by Numba's user-provided cache locator
+    return chosen
+
+
+cache_dir = _configure_cache()
+
+
+def jit(func=None, *, parallel: bool = False, inline: str = "never", signature=None):
+    """``numba.njit`` with the project's options. Usable bare or with keywords."""
+
+    def wrap(f):
+        options = dict(_OPTIONS, parallel=parallel, inline=inline)
+        if signature is not None:
+            return numba.njit(signature, **options)(f)
+        return numba.njit(**options)(f)
+
+    return wrap(func) if func is not None else wrap
+
+
+def parallel_twin(dispatcher):
+    """Compile a serial kernel's source again with ``parallel=True``.
+
+    The twin gets its own ``__qualname__`` so that Numba's on-disk cache keeps the
+    two builds apart (the cache index does not key on ``parallel``).
+    """
+    py_func = dispatcher.py_func
+    twin = types.FunctionType(py_func.__code__, py_func.__globals__, py_func.__name__ + "_parallel",
+                              py_func.__defaults__, py_func.__closure__)
+    twin.__qualname__ = py_func.__qualname__ + "_parallel"
+    twin.__doc__ = py_func.__doc__
+    twin.__module__ = py_func.__module__
+    return jit(twin, parallel=True)

@@ -1,0 +1,293 @@
+"""Numba kernels of the "optim" family: fused, in-place optimiser updates.
+
+Same names, signatures and math as :mod:`fastopt.kernels.reference` (read the
+update rules there). Each kernel makes one pass over memory: every element of
+``p``, ``g`` and the state is read once and written once.
+
+Work is split into fixed blocks of ``BLOCK`` elements; a block that straddles
+segment (parameter-group) boundaries is cut into runs with one segment's scalars
+each. Blocks run serially below ``PARALLEL_MIN_SIZE`` elements and on Numba's
+threads (``prange``) above it. Because the blocks do not depend on the thread
+count, results are bit-identical for any number of threads, including the one
+reduction (``grad_sumsq``), whose per-block partial sums are added in block order.
+
+Scalars must arrive with the dtype of the arrays (float32 scalars in a float32
+kernel: float64 scalars there measured 2-3.7x slower); booleans as ``bool``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import jit, parallel_twin
+
+BLOCK = 1 << 14
+#: Below this many elements one thread does the update: starting the thread pool
+#: costs more than it saves (measured crossover, see bench/RESULTS.md).
+PARALLEL_MIN_SIZE = 1 << 17
+
+
+@jit(inline="always")
+def _n_blocks(n):
+    return (n + BLOCK - 1) // BLOCK
+
+
+@jit(inline="always")
+def _first_run(bounds, b, n):
+    """Block ``b`` spans [lo, hi); ``s`` is the segment that holds ``lo``."""
+    lo = b * BLOCK
+    hi = min(lo + BLOCK, n)
+    s = np.searchsorted(bounds, lo, side="right") - 1
+    return lo, hi, s
+
+
+@jit(inline="always")
+def _lerp(a, b, w, one):
+    """a + w (b - a), computed as PyTorch's ``lerp`` does (stable for w near 1)."""
+    if w < 0.5:
+        return a + w * (b - a)
+    return b - (b - a) * (one - w)
+
+
+def _by_size(serial):
+    """One entry point that runs the serial kernel on small arrays, the threaded twin on large ones."""
+    threaded = parallel_twin(serial)
+
+    def run(p, *args):
+        return (threaded if p.size >= PARALLEL_MIN_SIZE else serial)(p, *args)
+
+    run.__name__ = serial.py_func.__name__.lstrip("_")
+    run.__doc__ = serial.py_func.__doc__
+    run.serial, run.threaded = serial, threaded
+    return run
+
+
+@jit
+def _grad_sumsq(g):
+    """sum g_i^2 in float64 (inf/NaN if g is not finite); fixed block order."""
+    n = g.size
+    nb = _n_blocks(n)
+    partial = np.empty(nb, dtype=np.float64)
+    for b in prange(nb):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        # Four fixed accumulators: vectorisable without reassociating (deterministic).
+        a0 = a1 = a2 = a3 = 0.0
+        i = lo
+        while i + 4 <= hi:
+            x0 = np.float64(g[i])
+            x1 = np.float64(g[i + 1])
+            x2 = np.float64(g[i + 2])
+            x3 = np.float64(g[i + 3])
+            a0 += x0 * x0
+            a1 += x1 * x1
+            a2 += x2 * x2
+            a3 += x3 * x3
+            i += 4
+        while i < hi:
+            x0 = np.float64(g[i])
+            a0 += x0 * x0
+            i += 1
+        partial[b] = (a0 + a1) + (a2 + a3)
+    total = 0.0
+    for b in range(nb):
+        total += partial[b]
+    return total
+
+
+grad_sumsq = _by_size(_grad_sumsq)
+
+
+@jit
+def _sgd(p, g, bounds, lr, l2, shrink, grad_mul):
+    n = p.size
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                p[i] = sh_s * p[i] - lr_s * ge
+            lo = end
+            s += 1
+
+
+sgd = _by_size(_sgd)
+
+
+@jit
+def _heavy_ball(p, g, m, bounds, lr, l2, shrink, grad_mul, beta):
+    n = p.size
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                mi = beta * m[i] - lr_s * ge
+                m[i] = mi
+                p[i] = sh_s * p[i] + mi
+            lo = end
+            s += 1
+
+
+heavy_ball = _by_size(_heavy_ball)
+
+
+@jit
+def _sgd_momentum(p, g, buf, bounds, lr, l2, shrink, grad_mul, momentum, dampening, nesterov, first_step):
+    n = p.size
+    one = p.dtype.type(1)
+    keep = one - dampening
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                bi = ge if first_step else momentum * buf[i] + keep * ge
+                buf[i] = bi
+                d = ge + momentum * bi if nesterov else bi
+                p[i] = sh_s * p[i] - lr_s * d
+            lo = end
+            s += 1
+
+
+sgd_momentum = _by_size(_sgd_momentum)
+
+
+@jit
+def _adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2_sqrt, amsgrad):
+    n = p.size
+    one = p.dtype.type(1)
+    w1 = one - beta1
+    w2 = one - beta2
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                mi = _lerp(m[i], ge, w1, one)
+                vi = beta2 * v[i] + w2 * ge * ge
+                m[i] = mi
+                v[i] = vi
+                if amsgrad:
+                    vi = max(vmax[i], vi)
+                    vmax[i] = vi
+                denom = np.sqrt(vi) / bc2_sqrt + eps
+                p[i] = sh_s * p[i] - lr_s * (mi / denom)
+            lo = end
+            s += 1
+
+
+adam = _by_size(_adam)
+
+
+@jit
+def _nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2, coef_g, coef_m):
+    n = p.size
+    one = p.dtype.type(1)
+    w1 = one - beta1
+    w2 = one - beta2
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            l2_s, sh_s = l2[s], shrink[s]
+            step_g = lr[s] * coef_g
+            step_m = lr[s] * coef_m
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                mi = _lerp(m[i], ge, w1, one)
+                vi = beta2 * v[i] + w2 * ge * ge
+                m[i] = mi
+                v[i] = vi
+                denom = np.sqrt(vi / bc2) + eps
+                p[i] = sh_s * p[i] - step_g * (ge / denom) - step_m * (mi / denom)
+            lo = end
+            s += 1
+
+
+nadam = _by_size(_nadam)
+
+
+@jit
+def _rmsprop(p, g, sq, gavg, buf, bounds, lr, l2, shrink, grad_mul, alpha, eps, momentum, centered):
+    n = p.size
+    one = p.dtype.type(1)
+    w = one - alpha
+    use_momentum = momentum > 0
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                sqi = alpha * sq[i] + w * ge * ge
+                sq[i] = sqi
+                if centered:
+                    gai = _lerp(gavg[i], ge, w, one)
+                    gavg[i] = gai
+                    avg = np.sqrt(sqi - gai * gai) + eps
+                else:
+                    avg = np.sqrt(sqi) + eps
+                if use_momentum:
+                    bi = momentum * buf[i] + ge / avg
+                    buf[i] = bi
+                    p[i] = sh_s * p[i] - lr_s * bi
+                else:
+                    p[i] = sh_s * p[i] - lr_s * (ge / avg)
+            lo = end
+            s += 1
+
+
+rmsprop = _by_size(_rmsprop)
+
+
+@jit
+def _adagrad(p, g, ssum, bounds, lr, l2, shrink, grad_mul, eps):
+    n = p.size
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                si = ssum[i] + ge * ge
+                ssum[i] = si
+                p[i] = sh_s * p[i] - lr_s * (ge / (np.sqrt(si) + eps))
+            lo = end
+            s += 1
+
+
+adagrad = _by_size(_adagrad)
+
+
+@jit
+def _lion(p, g, m, bounds, lr, l2, shrink, grad_mul, beta1, beta2):
+    n = p.size
+    one = p.dtype.type(1)
+    w1 = one - beta1
+    w2 = one - beta2
+    for b in prange(_n_blocks(n)):
+        lo, hi, s = _first_run(bounds, b, n)
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            lr_s, l2_s, sh_s = lr[s], l2[s], shrink[s]
+            for i in range(lo, end):
+                ge = grad_mul * g[i] + l2_s * p[i]
+                c = _lerp(m[i], ge, w1, one)
+                p[i] = sh_s * p[i] - lr_s * np.sign(c)
+                m[i] = _lerp(m[i], ge, w2, one)
+            lo = end
+            s += 1
+
+
+lion = _by_size(_lion)
