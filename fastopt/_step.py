@@ -7,11 +7,20 @@ A step call goes through :class:`StepCall`:
    contiguity, writability, aliasing) before anything is touched;
 2. :meth:`StepCall.segment_scalars` validates the learning rates and weight decays
    (one value or one per segment) and folds them into the kernel's per-segment
-   arrays ``lr``, ``l2`` and ``shrink``;
+   float64 arrays ``lr``, ``l2`` and ``shrink``;
 3. :meth:`StepCall.grad_multiplier` turns ``maximize``, ``grad_scale`` and
    ``max_grad_norm`` into the one scalar ``grad_mul`` the kernels apply, running the
    single norm/finiteness pass over ``g`` only when clipping or skipping needs it;
-4. :meth:`StepCall.launch` casts the scalars to the arrays' dtype and calls the kernel.
+4. :meth:`StepCall.launch` calls the kernel.
+
+Every scalar is computed on the host in float64; the kernels round them to the
+arrays' dtype once, on entry (see ``kernels/cpu/optim.py``).
+
+The common case (NumPy arrays that own their memory, one segment, float
+hyperparameters) takes a fast path of identity and flag tests: a functional
+step's overhead is measured in ``bench/bench_overhead.py``. Anything unusual
+falls through to the full checks of :mod:`fastopt._validate`, which raise the
+error messages.
 """
 from __future__ import annotations
 
@@ -25,6 +34,12 @@ from . import _validate as V
 
 #: ``max_grad_norm / (norm + CLIP_EPS)``, as ``torch.nn.utils.clip_grad_norm_``.
 CLIP_EPS = 1e-6
+
+_NDARRAY = np.ndarray
+# NPY_ARRAY_C_CONTIGUOUS | OWNDATA | ALIGNED | WRITEABLE, as in numpy/ndarraytypes.h
+_PLAIN_FLAGS = 0x0001 | 0x0004 | 0x0100 | 0x0400
+_ZERO = np.zeros(1)  # private constants: l2 = 0 and shrink = 1 of a single segment
+_ONE = np.ones(1)
 
 
 class StepInfo(NamedTuple):
@@ -41,28 +56,45 @@ class StepInfo(NamedTuple):
     grad_norm: float | None = None
 
 
+APPLIED = StepInfo(True, None)
+
+
 class StepCall:
-    """One validated call of a fused update kernel (see the module docstring)."""
+    """One validated call of a fused update kernel (see the module docstring).
 
-    __slots__ = ("func", "backend", "p", "g", "state", "n_segments", "bounds")
+    Args:
+      func: the public function's name, for messages.
+      names: the arrays' argument names, ``("p", "g", <state>...)``.
+      arrays: the arrays, in that order: ``p`` and the state are updated in place.
+      backend: the explicit ``backend=`` argument, or None.
+    """
 
-    def __init__(self, func, p, g, state, backend=None):
-        named = [("p", p), ("g", g)] + [(name, a) for name, a in state]
+    __slots__ = ("func", "backend", "p", "g", "state")
+
+    def __init__(self, func, names, arrays, backend=None):
         self.func = func
-        self.backend, arrays = _dispatch.resolve(func, named, backend)
-        self.p, self.g = arrays[0], arrays[1]
-        self.state = arrays[2:]
-        V.float_array(func, "p", self.p, writable=True)
-        V.float_array(func, "g", self.g, writable=False)
-        V.same_layout(func, "p", self.p, "g", self.g)
-        for (name, _), a in zip(state, self.state):
+        if backend is None and _dispatch._active.get() is None and _plain_arrays_ok(arrays):
+            self.backend = "cpu"
+        else:
+            self.backend, arrays = self._full_checks(names, arrays, backend)
+        p = arrays[0]
+        if p.ndim != 1:  # contiguous, so these are views
+            arrays = [a.reshape(-1) for a in arrays]
+        self.p, self.g, self.state = arrays[0], arrays[1], arrays[2:]
+
+    def _full_checks(self, names, arrays, backend):
+        func = self.func
+        backend, arrays = _dispatch.resolve(func, list(zip(names, arrays)), backend)
+        p, g = arrays[0], arrays[1]
+        V.float_array(func, "p", p, writable=True)
+        V.float_array(func, "g", g, writable=False)
+        V.same_layout(func, "p", p, "g", g)
+        for name, a in zip(names[2:], arrays[2:]):
             V.float_array(func, name, a, writable=True)
-            V.same_layout(func, "p", self.p, name, a)
-        outputs = [("p", self.p)] + [(name, a) for (name, _), a in zip(state, self.state)]
-        V.no_aliasing(func, outputs + [("g", self.g)])
-        if self.p.ndim != 1:  # contiguous, so these are views
-            self.p, self.g = self.p.reshape(-1), self.g.reshape(-1)
-            self.state = [a.reshape(-1) for a in self.state]
+            V.same_layout(func, "p", p, name, a)
+        outputs = [(name, a) for name, a in zip(names, arrays) if name != "g"]
+        V.no_aliasing(func, outputs + [("g", g)])
+        return backend, arrays
 
     def segment_scalars(self, segments, lr, weight_decay, decoupled, lr_factor=1.0, step_factor=1.0):
         """Validate lr/weight_decay and return the kernel's per-segment (bounds, lr, l2, shrink).
@@ -70,8 +102,12 @@ class StepCall:
         ``lr_eff = lr * lr_factor`` is the scheduled rate (e.g. Adagrad's decay);
         the kernel's step size is ``lr_eff * step_factor`` (e.g. Adam's 1/(1 - beta1^k));
         decoupled weight decay shrinks p by ``1 - lr_eff * wd`` as AdamW does.
+        The arrays are float64 (the kernels round them on entry).
         """
         func, n = self.func, self.p.size
+        if segments is None and type(lr) is float and type(weight_decay) is float \
+                and 0.0 <= lr < math.inf and weight_decay == 0.0:
+            return _single_segment(n), np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
         if segments is None:
             bounds = _single_segment(n)
         else:
@@ -80,20 +116,22 @@ class StepCall:
         n_seg = bounds.size - 1
         lrs = V.per_segment(func, "lr", lr, n_seg, V.nonnegative)
         wds = V.per_segment(func, "weight_decay", weight_decay, n_seg, V.nonnegative)
-        dtype = self.p.dtype
         lr_eff = [x * lr_factor for x in lrs]
-        step = np.array([x * step_factor for x in lr_eff], dtype=dtype)
+        step = np.array([x * step_factor for x in lr_eff], dtype=np.float64)
         if decoupled:
-            l2 = np.zeros(n_seg, dtype=dtype)
-            shrink = np.array([1.0 - a * w for a, w in zip(lr_eff, wds)], dtype=dtype)
+            l2 = np.zeros(n_seg)
+            shrink = np.array([1.0 - a * w for a, w in zip(lr_eff, wds)], dtype=np.float64)
         else:
-            l2 = np.array(wds, dtype=dtype)
-            shrink = np.ones(n_seg, dtype=dtype)
+            l2 = np.array(wds, dtype=np.float64)
+            shrink = np.ones(n_seg)
         return bounds, step, l2, shrink
 
     def grad_multiplier(self, maximize, grad_scale, max_grad_norm, skip_nonfinite):
-        """Return ``(grad_mul, StepInfo-or-None)``; a StepInfo means: skip, touch nothing."""
+        """Return ``(grad_mul, StepInfo)``; ``StepInfo.applied`` False means: skip, touch nothing."""
         func = self.func
+        if maximize is False and grad_scale == 1.0 and max_grad_norm is None and skip_nonfinite is False \
+                and type(grad_scale) in (float, int):
+            return 1.0, APPLIED
         maximize = V.flag(func, "maximize", maximize)
         scale = V.grad_scale(func, grad_scale)
         max_norm = V.max_grad_norm(func, max_grad_norm)
@@ -110,15 +148,26 @@ class StepCall:
         return mul, StepInfo(True, norm)
 
     def launch(self, kernel, state_order, bounds, lr, l2, shrink, grad_mul, *scalars):
-        """Call ``kernel`` with arrays, per-segment arrays and scalars of the arrays' dtype.
+        """Call ``kernel`` with the arrays, the per-segment arrays and the float64/bool scalars."""
+        _dispatch.get_kernel("optim", kernel, self.backend)(self.p, self.g, *state_order, bounds, lr, l2, shrink,
+                                                             grad_mul, *scalars)
 
-        ``scalars``: floats are cast to the dtype; bools stay bools; ints stay ints.
-        """
-        cast = self.p.dtype.type
-        args = [self.p, self.g, *state_order, bounds, lr, l2, shrink, cast(grad_mul)]
-        for x in scalars:
-            args.append(x if isinstance(x, (bool, np.bool_, int)) else cast(x))
-        _dispatch.get_kernel("optim", kernel, self.backend)(*args)
+
+def _plain_arrays_ok(arrays) -> bool:
+    """True when the arrays are NumPy arrays that need no further check.
+
+    Same float32/float64 dtype and shape; C-contiguous, aligned, writable and owning
+    their memory (``flags.num`` tested against one mask); all distinct, so that none
+    overlaps another. Conservative: False sends the call through the full checks,
+    which find and name the problem (a read-only ``g`` is fine, and takes that path).
+    """
+    p = arrays[0]
+    dtype, shape = p.dtype, p.shape
+    for a in arrays:
+        if type(a) is not _NDARRAY or a.dtype is not dtype or a.shape != shape \
+                or a.flags.num & _PLAIN_FLAGS != _PLAIN_FLAGS:
+            return False
+    return dtype.char in "fd" and len(set(map(id, arrays))) == len(arrays)
 
 
 _SINGLE = {}

@@ -37,21 +37,34 @@ def hyper(func: str, name: str, value, *, low=None, high=None, low_open=False, h
     return x
 
 
+# The checks below test the common case (a Python float in range) first and leave
+# everything else, and every message, to ``hyper``.
+
 def beta(func: str, name: str, value) -> float:
     """A decay rate in [0, 1)."""
+    if type(value) is float and 0.0 <= value < 1.0:
+        return value
     return hyper(func, name, value, low=0.0, high=1.0, high_open=True)
 
 
 def positive(func: str, name: str, value) -> float:
+    """A finite number > 0."""
+    if type(value) is float and 0.0 < value < math.inf:
+        return value
     return hyper(func, name, value, low=0.0, low_open=True)
 
 
 def nonnegative(func: str, name: str, value) -> float:
+    """A finite number >= 0."""
+    if type(value) is float and 0.0 <= value < math.inf:
+        return value
     return hyper(func, name, value, low=0.0)
 
 
 def step_count(func: str, value) -> int:
     """The 1-based index of the update being taken (an int >= 1)."""
+    if type(value) is int and value >= 1:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{_where(func, 'step')} must be an int >= 1, got {type(value).__name__}")
     if value < 1:
@@ -60,6 +73,8 @@ def step_count(func: str, value) -> int:
 
 
 def flag(func: str, name: str, value) -> bool:
+    if value is True or value is False:
+        return value
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{_where(func, name)} must be a bool, got {type(value).__name__}")
     return bool(value)

@@ -57,7 +57,7 @@ def sgd_step(p, g, *, lr, weight_decay=0.0, decoupled_weight_decay=False, maximi
       >>> fastopt.sgd_step(p, g, lr=0.1).applied, p
       (True, array([0.95, 2.1 ]))
     """
-    call = StepCall("sgd_step", p, g, [], backend)
+    call = StepCall("sgd_step", ("p", "g"), (p, g), backend)
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
     if info.applied:
@@ -84,7 +84,7 @@ def momentum_step(p, g, m, *, lr, beta=0.9, weight_decay=0.0, decoupled_weight_d
       (array([-0.19]), array([0.71]))
     """
     f = "momentum_step"
-    call = StepCall(f, p, g, [("m", m)], backend)
+    call = StepCall(f, ("p", "g", "m"), (p, g, m), backend)
     beta = V.beta(f, "beta", beta)
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
@@ -105,7 +105,7 @@ def sgd_momentum_step(p, g, buf, *, step, lr, momentum=0.9, dampening=0.0, neste
       step: the 1-based index of this update (step 1 initialises ``buf`` with ``g``).
     """
     f = "sgd_momentum_step"
-    call = StepCall(f, p, g, [("buf", buf)], backend)
+    call = StepCall(f, ("p", "g", "buf"), (p, g, buf), backend)
     step = V.step_count(f, step)
     momentum = V.beta(f, "momentum", momentum)
     dampening = V.hyper(f, "dampening", dampening, low=0.0, high=1.0)
@@ -158,8 +158,10 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     amsgrad = V.flag(f, "amsgrad", amsgrad)
     if amsgrad and vmax is None:
         raise ValueError(f"{f}: vmax must be given when amsgrad=True")
-    state = [("m", m), ("v", v)] + ([("vmax", vmax)] if amsgrad else [])
-    call = StepCall(f, p, g, state, backend)
+    if amsgrad:
+        call = StepCall(f, ("p", "g", "m", "v", "vmax"), (p, g, m, v, vmax), backend)
+    else:
+        call = StepCall(f, ("p", "g", "m", "v"), (p, g, m, v), backend)
     step = V.step_count(f, step)
     beta1, beta2 = V.beta(f, "beta1", beta1), V.beta(f, "beta2", beta2)
     eps = V.positive(f, "eps", eps)
@@ -197,7 +199,7 @@ def nadam_step(p, g, m, v, *, step, lr, mu_product, beta1=0.9, beta2=0.999, eps=
     Reference: Dozat, "Incorporating Nesterov momentum into Adam", ICLR workshop 2016.
     """
     f = "nadam_step"
-    call = StepCall(f, p, g, [("m", m), ("v", v)], backend)
+    call = StepCall(f, ("p", "g", "m", "v"), (p, g, m, v), backend)
     step = V.step_count(f, step)
     beta1, beta2 = V.beta(f, "beta1", beta1), V.beta(f, "beta2", beta2)
     eps = V.positive(f, "eps", eps)
@@ -238,7 +240,7 @@ def rmsprop_step(p, g, sq, *, lr, alpha=0.99, eps=1e-8, momentum=0.0, centered=F
     if momentum > 0 and buf is None:
         raise ValueError(f"{f}: buf must be given when momentum > 0")
     state = [("sq", sq)] + ([("gavg", gavg)] if centered else []) + ([("buf", buf)] if momentum > 0 else [])
-    call = StepCall(f, p, g, state, backend)
+    call = StepCall(f, ("p", "g") + tuple(n for n, _ in state), (p, g) + tuple(a for _, a in state), backend)
     alpha = V.hyper(f, "alpha", alpha, low=0.0, high=1.0, high_open=True)
     eps = V.positive(f, "eps", eps)
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
@@ -262,7 +264,7 @@ def adagrad_step(p, g, ssum, *, step, lr, lr_decay=0.0, eps=1e-10, weight_decay=
     Reference: Duchi, Hazan & Singer, JMLR 12 (2011).
     """
     f = "adagrad_step"
-    call = StepCall(f, p, g, [("ssum", ssum)], backend)
+    call = StepCall(f, ("p", "g", "ssum"), (p, g, ssum), backend)
     step = V.step_count(f, step)
     lr_decay = V.nonnegative(f, "lr_decay", lr_decay)
     eps = V.positive(f, "eps", eps)
@@ -285,7 +287,7 @@ def lion_step(p, g, m, *, lr, beta1=0.9, beta2=0.99, weight_decay=0.0, decoupled
     Reference: Chen et al., "Symbolic discovery of optimization algorithms", NeurIPS 2023, Alg. 2.
     """
     f = "lion_step"
-    call = StepCall(f, p, g, [("m", m)], backend)
+    call = StepCall(f, ("p", "g", "m"), (p, g, m), backend)
     beta1 = V.hyper(f, "beta1", beta1, low=0.0, high=1.0)
     beta2 = V.beta(f, "beta2", beta2)
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,

@@ -136,16 +136,19 @@ def compile_source(source: str, arch: str = "sm_90", name_expressions=(), name: 
 
 
 def check_file(path: str, arch: str = "sm_90") -> CompileResult:
-    """Compile one ``.cu`` file with the name expressions registered for it in ``_module.KERNELS``."""
+    """Compile one ``.cu`` file with the name expressions registered for it in ``_module.KERNELS``.
+
+    A file missing from the registry fails: its templates would go uncompiled.
+    """
     filename = os.path.basename(path)
     with open(path, encoding="utf-8") as f:
         source = f.read()
-    expressions = _module.name_expressions(filename)
-    result = compile_source(source, arch, expressions, name=filename)
-    if result.ok and not expressions:
-        result.log = (result.log + "\nnote: no kernels registered in _module.KERNELS: "
-                      "templates were not instantiated").lstrip("\n")
-    return result
+    if filename not in _module.KERNELS:
+        # Unregistered, its templates would not be instantiated (so hardly checked),
+        # and the launchers could not load its kernels either.
+        return CompileResult(False, f"{filename}: no entry in fastopt.kernels.gpu._module.KERNELS; "
+                                    "register its kernels there")
+    return compile_source(source, arch, _module.name_expressions(filename), name=filename)
 
 
 def check_all(arch: str = "sm_90", directory: str | None = None) -> list[tuple[str, bool, str]]:

@@ -1,0 +1,1 @@
+"""The lecture's experiments, reproduced end to end on fastopt's kernels (``fastopt demo``)."""
