@@ -6,7 +6,7 @@ update rules there). Each kernel makes one pass over memory: every element of
 
 Work is split into fixed blocks of ``BLOCK`` elements; a block that straddles
 segment (parameter-group) boundaries is cut into runs with one segment's scalars
-each. Blocks run serially below ``PARALLEL_MIN_SIZE`` elements and on Numba's
+each (``_runs``). Blocks run serially below ``PARALLEL_MIN_SIZE`` elements and on Numba's
 threads (``prange``) above it. Because the blocks do not depend on the thread
 count, results are bit-identical for any number of threads, including the one
 reduction (``grad_sumsq``), whose per-block partial sums are added in block order.
@@ -37,12 +37,27 @@ def _n_blocks(n):
 
 
 @jit(inline="always")
-def _first_run(bounds, b, n):
-    """Block ``b`` spans [lo, hi); ``s`` is the segment that holds ``lo``."""
-    lo = b * BLOCK
-    hi = min(lo + BLOCK, n)
-    s = np.searchsorted(bounds, lo, side="right") - 1
-    return lo, hi, s
+def _runs(bounds, n):
+    """The work list: rows (lo, hi, s) cutting the fixed blocks at segment boundaries.
+
+    Every run lies in one block and one segment ``s``; the list depends on ``n`` and
+    ``bounds`` only, never on the thread count.
+    """
+    nb = _n_blocks(n)
+    out = np.empty((nb + bounds.size - 1, 3), dtype=np.int64)
+    k = 0
+    for b in range(nb):
+        lo = b * BLOCK
+        hi = min(lo + BLOCK, n)
+        s = np.searchsorted(bounds, lo, side="right") - 1
+        while lo < hi:
+            end = min(hi, bounds[s + 1])
+            if end > lo:
+                out[k, 0], out[k, 1], out[k, 2] = lo, end, s
+                k += 1
+            lo = end
+            s += 1
+    return out[:k]
 
 
 @jit(inline="always")
@@ -107,16 +122,13 @@ def _sgd(p, g, bounds, lr, l2, shrink, grad_mul):
     n = p.size
     T = p.dtype.type
     grad_mul = T(grad_mul)
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                p[i] = sh_s * p[i] - lr_s * ge
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            p[i] = sh_s * p[i] - lr_s * ge
 
 
 sgd = _by_size(_sgd)
@@ -127,18 +139,15 @@ def _heavy_ball(p, g, m, bounds, lr, l2, shrink, grad_mul, beta):
     n = p.size
     T = p.dtype.type
     grad_mul, beta = T(grad_mul), T(beta)
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                mi = beta * m[i] - lr_s * ge
-                m[i] = mi
-                p[i] = sh_s * p[i] + mi
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            mi = beta * m[i] - lr_s * ge
+            m[i] = mi
+            p[i] = sh_s * p[i] + mi
 
 
 heavy_ball = _by_size(_heavy_ball)
@@ -151,19 +160,16 @@ def _sgd_momentum(p, g, buf, bounds, lr, l2, shrink, grad_mul, momentum, dampeni
     grad_mul, momentum, dampening = T(grad_mul), T(momentum), T(dampening)
     one = T(1)
     keep = one - dampening
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                bi = ge if first_step else momentum * buf[i] + keep * ge
-                buf[i] = bi
-                d = ge + momentum * bi if nesterov else bi
-                p[i] = sh_s * p[i] - lr_s * d
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            bi = ge if first_step else momentum * buf[i] + keep * ge
+            buf[i] = bi
+            d = ge + momentum * bi if nesterov else bi
+            p[i] = sh_s * p[i] - lr_s * d
 
 
 sgd_momentum = _by_size(_sgd_momentum)
@@ -177,24 +183,21 @@ def _adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps,
     one = T(1)
     w1 = one - beta1
     w2 = one - beta2
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                mi = _lerp(m[i], ge, w1, one)
-                vi = beta2 * v[i] + w2 * ge * ge
-                m[i] = mi
-                v[i] = vi
-                if amsgrad:
-                    vi = max(vmax[i], vi)
-                    vmax[i] = vi
-                denom = np.sqrt(vi) / bc2_sqrt + eps
-                p[i] = sh_s * p[i] - lr_s * (mi / denom)
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            mi = _lerp(m[i], ge, w1, one)
+            vi = beta2 * v[i] + w2 * ge * ge
+            m[i] = mi
+            v[i] = vi
+            if amsgrad:
+                vi = max(vmax[i], vi)
+                vmax[i] = vi
+            denom = np.sqrt(vi) / bc2_sqrt + eps
+            p[i] = sh_s * p[i] - lr_s * (mi / denom)
 
 
 adam = _by_size(_adam)
@@ -208,23 +211,20 @@ def _nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2,
     one = T(1)
     w1 = one - beta1
     w2 = one - beta2
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            l2_s, sh_s = T(l2[s]), T(shrink[s])
-            step_g = T(lr[s] * coef_g)
-            step_m = T(lr[s] * coef_m)
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                mi = _lerp(m[i], ge, w1, one)
-                vi = beta2 * v[i] + w2 * ge * ge
-                m[i] = mi
-                v[i] = vi
-                denom = np.sqrt(vi / bc2) + eps
-                p[i] = sh_s * p[i] - step_g * (ge / denom) - step_m * (mi / denom)
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        l2_s, sh_s = T(l2[s]), T(shrink[s])
+        step_g = T(lr[s] * coef_g)
+        step_m = T(lr[s] * coef_m)
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            mi = _lerp(m[i], ge, w1, one)
+            vi = beta2 * v[i] + w2 * ge * ge
+            m[i] = mi
+            v[i] = vi
+            denom = np.sqrt(vi / bc2) + eps
+            p[i] = sh_s * p[i] - step_g * (ge / denom) - step_m * (mi / denom)
 
 
 nadam = _by_size(_nadam)
@@ -238,29 +238,26 @@ def _rmsprop(p, g, sq, gavg, buf, bounds, lr, l2, shrink, grad_mul, alpha, eps, 
     one = T(1)
     w = one - alpha
     use_momentum = momentum > 0
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                sqi = alpha * sq[i] + w * ge * ge
-                sq[i] = sqi
-                if centered:
-                    gai = _lerp(gavg[i], ge, w, one)
-                    gavg[i] = gai
-                    avg = np.sqrt(sqi - gai * gai) + eps
-                else:
-                    avg = np.sqrt(sqi) + eps
-                if use_momentum:
-                    bi = momentum * buf[i] + ge / avg
-                    buf[i] = bi
-                    p[i] = sh_s * p[i] - lr_s * bi
-                else:
-                    p[i] = sh_s * p[i] - lr_s * (ge / avg)
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            sqi = alpha * sq[i] + w * ge * ge
+            sq[i] = sqi
+            if centered:
+                gai = _lerp(gavg[i], ge, w, one)
+                gavg[i] = gai
+                avg = np.sqrt(sqi - gai * gai) + eps
+            else:
+                avg = np.sqrt(sqi) + eps
+            if use_momentum:
+                bi = momentum * buf[i] + ge / avg
+                buf[i] = bi
+                p[i] = sh_s * p[i] - lr_s * bi
+            else:
+                p[i] = sh_s * p[i] - lr_s * (ge / avg)
 
 
 rmsprop = _by_size(_rmsprop)
@@ -271,18 +268,15 @@ def _adagrad(p, g, ssum, bounds, lr, l2, shrink, grad_mul, eps):
     n = p.size
     T = p.dtype.type
     grad_mul, eps = T(grad_mul), T(eps)
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                si = ssum[i] + ge * ge
-                ssum[i] = si
-                p[i] = sh_s * p[i] - lr_s * (ge / (np.sqrt(si) + eps))
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            si = ssum[i] + ge * ge
+            ssum[i] = si
+            p[i] = sh_s * p[i] - lr_s * (ge / (np.sqrt(si) + eps))
 
 
 adagrad = _by_size(_adagrad)
@@ -296,18 +290,15 @@ def _lion(p, g, m, bounds, lr, l2, shrink, grad_mul, beta1, beta2):
     one = T(1)
     w1 = one - beta1
     w2 = one - beta2
-    for b in prange(_n_blocks(n)):
-        lo, hi, s = _first_run(bounds, b, n)
-        while lo < hi:
-            end = min(hi, bounds[s + 1])
-            lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
-            for i in range(lo, end):
-                ge = grad_mul * g[i] + l2_s * p[i]
-                c = _lerp(m[i], ge, w1, one)
-                p[i] = sh_s * p[i] - lr_s * np.sign(c)
-                m[i] = _lerp(m[i], ge, w2, one)
-            lo = end
-            s += 1
+    runs = _runs(bounds, n)
+    for r in prange(runs.shape[0]):
+        lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
+        lr_s, l2_s, sh_s = T(lr[s]), T(l2[s]), T(shrink[s])
+        for i in range(lo, hi):
+            ge = grad_mul * g[i] + l2_s * p[i]
+            c = _lerp(m[i], ge, w1, one)
+            p[i] = sh_s * p[i] - lr_s * np.sign(c)
+            m[i] = _lerp(m[i], ge, w2, one)
 
 
 lion = _by_size(_lion)
