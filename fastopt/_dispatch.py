@@ -71,7 +71,11 @@ def as_native(name: str, x):
         x = x.detach()
     device_type = int(x.__dlpack_device__()[0])
     if device_type == _DLPACK_CPU:
-        return "cpu", np.from_dlpack(x)
+        try:
+            return "cpu", np.from_dlpack(x)
+        except (RuntimeError, BufferError, TypeError) as exc:  # e.g. bfloat16, which NumPy lacks
+            raise TypeError(f"{name} must be float32 or float64, got {getattr(x, 'dtype', '?')}, which NumPy "
+                            f"cannot view through DLPack ({exc})") from None
     if device_type in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED, _DLPACK_ROCM):
         require_gpu()
         import cupy
@@ -96,7 +100,7 @@ def resolve(func: str, named_arrays, backend=None):
     kinds = []
     arrays = []
     for name, x in named_arrays:
-        kind, arr = as_native(name, x)
+        kind, arr = as_native(f"{func}: {name}", x)
         kinds.append((name, kind, type(x)))
         arrays.append(arr)
     first_name, first_kind, first_cls = kinds[0]
@@ -109,7 +113,7 @@ def resolve(func: str, named_arrays, backend=None):
     if chosen is None:
         chosen = first_kind
     else:
-        check_backend_name(chosen)
+        check_backend_name(chosen, f"{func}: backend")
         array_kind = "cpu" if chosen == "reference" else chosen
         if array_kind != first_kind:
             raise TypeError(f"{func}: backend {chosen!r} was requested but the arrays are {first_kind} arrays "

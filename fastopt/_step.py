@@ -36,6 +36,7 @@ from . import _validate as V
 CLIP_EPS = 1e-6
 
 _NDARRAY = np.ndarray
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 # NPY_ARRAY_C_CONTIGUOUS | OWNDATA | ALIGNED | WRITEABLE, as in numpy/ndarraytypes.h
 _PLAIN_FLAGS = 0x0001 | 0x0004 | 0x0100 | 0x0400
 _ZERO = np.zeros(1)  # private constants: l2 = 0 and shrink = 1 of a single segment
@@ -105,6 +106,8 @@ class StepCall:
         The arrays are float64 (the kernels round them on entry).
         """
         func, n = self.func, self.p.size
+        if decoupled is not False and decoupled is not True:
+            decoupled = V.flag(func, "decoupled_weight_decay", decoupled)
         if segments is None and type(lr) is float and type(weight_decay) is float \
                 and 0.0 <= lr < math.inf and weight_decay == 0.0:
             return _single_segment(n), np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
@@ -162,12 +165,16 @@ def _plain_arrays_ok(arrays) -> bool:
     which find and name the problem (a read-only ``g`` is fine, and takes that path).
     """
     p = arrays[0]
+    if type(p) is not _NDARRAY:
+        return False
     dtype, shape = p.dtype, p.shape
+    if dtype is not _F64 and dtype is not _F32:  # native byte order only
+        return False
     for a in arrays:
         if type(a) is not _NDARRAY or a.dtype is not dtype or a.shape != shape \
                 or a.flags.num & _PLAIN_FLAGS != _PLAIN_FLAGS:
             return False
-    return dtype.char in "fd" and len(set(map(id, arrays))) == len(arrays)
+    return len(set(map(id, arrays))) == len(arrays)
 
 
 _SINGLE = {}

@@ -27,7 +27,10 @@ def hyper(func: str, name: str, value, *, low=None, high=None, low_open=False, h
     """A finite real hyperparameter within [low, high] (or open ends); returned as float."""
     if isinstance(value, bool) or not isinstance(value, (Real, np.floating, np.integer)):
         raise TypeError(f"{_where(func, name)} must be a real number, got {type(value).__name__}")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:
+        raise ValueError(f"{_where(func, name)} must be finite, got an integer too large for a float") from None
     if not math.isfinite(x):
         raise ValueError(f"{_where(func, name)} must be finite, got {x}")
     if low is not None and (x < low or (low_open and x == low)):
@@ -87,6 +90,9 @@ def float_array(func: str, name: str, a, *, writable: bool):
         raise TypeError(f"{_where(func, name)} must be an array, got {type(a).__name__}")
     if dtype.char not in _FLOAT_CHARS:
         raise TypeError(f"{_where(func, name)} must be float32 or float64, got {dtype}")
+    if not dtype.isnative:
+        raise TypeError(f"{_where(func, name)} must be in the machine's byte order, got {dtype.str}; "
+                        f"convert it with a.astype(a.dtype.newbyteorder('='))")
     flags = a.flags
     if not flags.c_contiguous:
         raise ValueError(f"{_where(func, name)} must be C-contiguous; fastopt never updates a hidden copy "

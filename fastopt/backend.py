@@ -24,7 +24,9 @@ def use_backend(name: str):
     """Run the calls in this block on backend ``name`` ("cpu", "gpu" or "reference").
 
     An explicit ``backend=`` argument still wins. Asking for "gpu" without CuPy or
-    without a device raises at once, saying which is missing.
+    without a device raises at once, saying which is missing. The choice lives in a
+    :mod:`contextvars` variable: it holds in this thread and its asyncio tasks, not in
+    threads started inside the block (enter ``use_backend`` in each thread).
     """
     _dispatch.check_backend_name(name, "use_backend: name")
     if name == "gpu":
@@ -55,7 +57,7 @@ def to_backend(x, backend: str):
     This is the one place where fastopt copies between devices, and only on request.
     """
     _dispatch.check_backend_name(backend, "to_backend: backend")
-    kind, arr = _dispatch.as_native("x", x)
+    kind, arr = _dispatch.as_native("to_backend: x", x)
     target = "cpu" if backend == "reference" else backend
     if kind == target:
         return arr

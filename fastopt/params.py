@@ -51,7 +51,9 @@ class FlatParams:
     """
 
     def __init__(self, arrays: Mapping, *, dtype=None):
-        if not isinstance(arrays, Mapping) or not arrays:
+        if not isinstance(arrays, Mapping):
+            raise TypeError(f"FlatParams: arrays must be a mapping name -> array, got {type(arrays).__name__}")
+        if not arrays:
             raise ValueError("FlatParams: arrays must be a non-empty mapping name -> array")
         named = []
         for name, value in arrays.items():

@@ -242,8 +242,11 @@ def recorder(monkeypatch):
     from fastopt.kernels.gpu import optim as gpu_optim
 
     rec = _Recorder()
+    class DeviceArray(np.ndarray):  # stands for cupy.ndarray: no input here is one
+        pass
+
     fake_cupy = types.SimpleNamespace(asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype),
-                                      empty=np.empty, asnumpy=np.asarray)
+                                      empty=np.empty, asnumpy=np.asarray, ndarray=DeviceArray)
     monkeypatch.setattr(gpu_optim, "cupy", fake_cupy)
     monkeypatch.setattr(_module, "get_kernel", rec.get_kernel)
     monkeypatch.setattr(_module, "grid_size", lambda n, device_id=None: 3)
@@ -302,6 +305,9 @@ def _check_args(launch, signature, kwargs, dtype):
         elif ctype == "T":
             assert type(arg) is t, f"{where}: {type(arg)} is not {t}"
             assert arg == t(kwargs[pname]), where
+        elif ctype == "double":
+            assert type(arg) is np.float64, f"{where}: {type(arg)} is not float64"
+            assert arg == np.float64(kwargs[pname]), where
         elif ctype == "int":
             assert type(arg) is np.int32, where
             assert arg == int(bool(kwargs[pname])), where

@@ -165,8 +165,15 @@ class NAdam(Optimizer):
     def _host_state(self):
         return {"mu_product": self.mu_product}
 
+    def _check_host_state(self, values):
+        f = f"{type(self).__name__}.load_state_dict"
+        if set(values) != {"mu_product"}:
+            raise ValueError(f"{f}: host state must hold exactly 'mu_product', got {sorted(values)}")
+        mu_product = V.hyper(f, "host['mu_product']", values["mu_product"], low=0.0, high=1.0, high_open=True)
+        return {"mu_product": mu_product}
+
     def _load_host_state(self, values):
-        self.mu_product = float(values.get("mu_product", 1.0))
+        self.mu_product = values["mu_product"]
 
 
 class RMSprop(Optimizer):

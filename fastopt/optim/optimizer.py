@@ -111,6 +111,7 @@ class Optimizer:
         scale, norm = self.grad_scale, None
         if self.max_grad_norm is not None or self.skip_nonfinite:
             sumsq = 0.0
+            _, g_parts = _dispatch.resolve(self._func, [("grads", g) for g in g_parts], self.backend)
             for part, g in zip(self._parts, g_parts):
                 V.float_array(self._func, "grads", g, writable=False)
                 V.same_layout(self._func, "params", part.p, "grads", g)
@@ -152,8 +153,14 @@ class Optimizer:
         """Host-side scalars of the state (floats), beside the buffers."""
         return {}
 
+    def _check_host_state(self, values: dict) -> dict:
+        """Validate host state to be loaded (raise before anything is written); return it cleaned."""
+        if values:
+            raise ValueError(f"{self._func}.load_state_dict: unexpected host state {sorted(values)}")
+        return {}
+
     def _load_host_state(self, values: dict) -> None:
-        """Restore what :meth:`_host_state` returned."""
+        """Restore what :meth:`_check_host_state` accepted."""
 
     def state_dict(self) -> dict:
         """A copy of the state: ``{"algorithm", "step", "state": {"<name>.<dtype>": array}, ...}``."""
@@ -181,9 +188,10 @@ class Optimizer:
             if getattr(src, "shape", None) != buf.shape or getattr(src, "dtype", None) != buf.dtype:
                 raise ValueError(f"{f}: state[{key!r}] must have shape {buf.shape} and dtype {buf.dtype}, got "
                                  f"{getattr(src, 'shape', None)} {getattr(src, 'dtype', None)}")
+        host = self._check_host_state(dict(state_dict.get("host", {})))
         for key, buf in expected.items():
             buf[...] = _xp(buf).asarray(given[key])
-        self._load_host_state(dict(state_dict.get("host", {})))
+        self._load_host_state(host)
         self.step_count = int(step)
 
     def save(self, path) -> None:

@@ -33,6 +33,8 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 def _writable(path: str) -> bool:
     """True when files can be created in ``path`` (or in its nearest existing parent)."""
     while not os.path.isdir(path):
+        if os.path.exists(path):  # a file where a folder is needed
+            return False
         parent = os.path.dirname(path)
         if parent == path:
             return False

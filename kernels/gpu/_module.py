@@ -78,7 +78,7 @@ def name_expressions(filename: str, ctypes=tuple(CTYPES.values())) -> list[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _module(device_id: int, filename: str, ctype: str):
+def _raw_module(device_id: int, filename: str, ctype: str):
     """The ``cupy.RawModule`` of ``filename`` instantiated for ``ctype`` (compiled lazily by CuPy)."""
     import cupy
 
@@ -95,7 +95,7 @@ def _kernel(device_id: int, filename: str, name: str, ctype: str):
     expression = f"{name}<{ctype}>" if name in templated else name
     with cupy.cuda.Device(device_id):
         # get_function compiles (or loads from CuPy's disk cache) on first use.
-        return _module(device_id, filename, ctype).get_function(expression)
+        return _raw_module(device_id, filename, ctype).get_function(expression)
 
 
 def get_kernel(filename: str, name: str, dtype):

@@ -143,12 +143,14 @@ def check_file(path: str, arch: str = "sm_90") -> CompileResult:
     filename = os.path.basename(path)
     with open(path, encoding="utf-8") as f:
         source = f.read()
+    result = compile_source(source, arch, _module.name_expressions(filename), name=filename)
     if filename not in _module.KERNELS:
-        # Unregistered, its templates would not be instantiated (so hardly checked),
-        # and the launchers could not load its kernels either.
-        return CompileResult(False, f"{filename}: no entry in fastopt.kernels.gpu._module.KERNELS; "
-                                    "register its kernels there")
-    return compile_source(source, arch, _module.name_expressions(filename), name=filename)
+        # Unregistered, its templates were not instantiated (so hardly checked), and
+        # the launchers could not load its kernels either.
+        result.ok = False
+        result.log = (f"{filename}: no entry in fastopt.kernels.gpu._module.KERNELS; register its "
+                      f"kernels there\n{result.log}").rstrip("\n")
+    return result
 
 
 def check_all(arch: str = "sm_90", directory: str | None = None) -> list[tuple[str, bool, str]]:

@@ -94,11 +94,11 @@ __device__ __forceinline__ T lerp_torch(T a, T b, T w)
     return w < T(0.5) ? a + w * (b - a) : b - (b - a) * (T(1) - w);
 }
 
-// numpy.sign: -1, 0 (keeping the zero) or 1, and NaN for NaN.
+// numpy.sign: -1, 0 or 1, and NaN for NaN.
 template <typename T>
 __device__ __forceinline__ T sign_of(T x)
 {
-    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);
+    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : (x == x ? T(0) : x));
 }
 
 // numpy.maximum: NaN if either argument is NaN (fmax would drop it).
@@ -154,10 +154,10 @@ __global__ void sgd_momentum(T* __restrict__ p, const T* __restrict__ g,
                              T* __restrict__ buf,
                              const i64* __restrict__ bounds, const T* __restrict__ lr,
                              const T* __restrict__ l2, const T* __restrict__ shrink,
-                             T grad_mul, T momentum, T dampening, int nesterov,
+                             T grad_mul, T momentum, double dampening, int nesterov,
                              int first_step, i64 n, i64 n_seg)
 {
-    const T keep = T(1) - dampening;
+    const T keep = T(1.0 - dampening);  // the complement in double, then rounded once
     Segment<T> seg = no_segment<T>();
     for (i64 i = first_index(); i < n; i += grid_stride()) {
         seek(seg, i, bounds, n_seg, lr, l2, shrink);
@@ -179,18 +179,19 @@ __global__ void adam(T* __restrict__ p, const T* __restrict__ g,
                      T* __restrict__ m, T* __restrict__ v, T* __restrict__ vmax,
                      const i64* __restrict__ bounds, const T* __restrict__ lr,
                      const T* __restrict__ l2, const T* __restrict__ shrink,
-                     T grad_mul, T beta1, T beta2, T eps, T bc2_sqrt, int amsgrad,
+                     T grad_mul, double beta1, double beta2, T eps, T bc2_sqrt, int amsgrad,
                      i64 n, i64 n_seg)
 {
-    const T w1 = T(1) - beta1;
-    const T w2 = T(1) - beta2;
+    // The complements in double, then rounded once: 1 - (float)0.999 is 108 ulps off.
+    const T w1 = T(1.0 - beta1);
+    const T w2 = T(1.0 - beta2);
     Segment<T> seg = no_segment<T>();
     for (i64 i = first_index(); i < n; i += grid_stride()) {
         seek(seg, i, bounds, n_seg, lr, l2, shrink);
         const T pi = p[i];
         const T ge = grad_mul * g[i] + seg.l2 * pi;
         const T mi = lerp_torch(m[i], ge, w1);
-        T vi = beta2 * v[i] + w2 * ge * ge;
+        T vi = T(beta2) * v[i] + w2 * ge * ge;
         m[i] = mi;
         v[i] = vi;
         if (amsgrad) {
@@ -209,11 +210,12 @@ __global__ void nadam(T* __restrict__ p, const T* __restrict__ g,
                       T* __restrict__ m, T* __restrict__ v,
                       const i64* __restrict__ bounds, const T* __restrict__ lr,
                       const T* __restrict__ l2, const T* __restrict__ shrink,
-                      T grad_mul, T beta1, T beta2, T eps, T bc2, T coef_g, T coef_m,
+                      T grad_mul, double beta1, double beta2, T eps, T bc2, T coef_g, T coef_m,
                       i64 n, i64 n_seg)
 {
-    const T w1 = T(1) - beta1;
-    const T w2 = T(1) - beta2;
+    // The complements in double, then rounded once: 1 - (float)0.999 is 108 ulps off.
+    const T w1 = T(1.0 - beta1);
+    const T w2 = T(1.0 - beta2);
     Segment<T> seg = no_segment<T>();
     for (i64 i = first_index(); i < n; i += grid_stride()) {
         seek(seg, i, bounds, n_seg, lr, l2, shrink);
@@ -222,7 +224,7 @@ __global__ void nadam(T* __restrict__ p, const T* __restrict__ g,
         const T pi = p[i];
         const T ge = grad_mul * g[i] + seg.l2 * pi;
         const T mi = lerp_torch(m[i], ge, w1);
-        const T vi = beta2 * v[i] + w2 * ge * ge;
+        const T vi = T(beta2) * v[i] + w2 * ge * ge;
         m[i] = mi;
         v[i] = vi;
         const T denom = sqrt(vi / bc2) + eps;
@@ -239,17 +241,17 @@ __global__ void rmsprop(T* __restrict__ p, const T* __restrict__ g,
                         T* __restrict__ sq, T* __restrict__ gavg, T* __restrict__ buf,
                         const i64* __restrict__ bounds, const T* __restrict__ lr,
                         const T* __restrict__ l2, const T* __restrict__ shrink,
-                        T grad_mul, T alpha, T eps, T momentum, int centered,
+                        T grad_mul, double alpha, T eps, T momentum, int centered,
                         i64 n, i64 n_seg)
 {
-    const T w = T(1) - alpha;
+    const T w = T(1.0 - alpha);  // the complement in double, then rounded once
     const bool use_momentum = momentum > T(0);
     Segment<T> seg = no_segment<T>();
     for (i64 i = first_index(); i < n; i += grid_stride()) {
         seek(seg, i, bounds, n_seg, lr, l2, shrink);
         const T pi = p[i];
         const T ge = grad_mul * g[i] + seg.l2 * pi;
-        const T sqi = alpha * sq[i] + w * ge * ge;
+        const T sqi = T(alpha) * sq[i] + w * ge * ge;
         sq[i] = sqi;
         T avg;
         if (centered) {
@@ -294,10 +296,11 @@ __global__ void lion(T* __restrict__ p, const T* __restrict__ g,
                      T* __restrict__ m,
                      const i64* __restrict__ bounds, const T* __restrict__ lr,
                      const T* __restrict__ l2, const T* __restrict__ shrink,
-                     T grad_mul, T beta1, T beta2, i64 n, i64 n_seg)
+                     T grad_mul, double beta1, double beta2, i64 n, i64 n_seg)
 {
-    const T w1 = T(1) - beta1;
-    const T w2 = T(1) - beta2;
+    // The complements in double, then rounded once: 1 - (float)0.999 is 108 ulps off.
+    const T w1 = T(1.0 - beta1);
+    const T w2 = T(1.0 - beta2);
     Segment<T> seg = no_segment<T>();
     for (i64 i = first_index(); i < n; i += grid_stride()) {
         seek(seg, i, bounds, n_seg, lr, l2, shrink);

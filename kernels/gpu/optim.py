@@ -13,10 +13,13 @@ Arguments:
   pointer and never touches them.
 - ``bounds`` (int64, ``n_seg + 1`` offsets) and the per-segment ``lr``, ``l2``,
   ``shrink``: NumPy or CuPy arrays. Host arrays are copied to the device at every
-  call (a few small transfers); pass CuPy arrays of int64 / the parameters' dtype to
-  avoid the copies.
-- Scalars: any real numbers; they are passed to the kernel as the parameters' dtype
-  (float32 kernels get float32 scalars). Flags are passed as ``int``.
+  call (two small transfers: ``bounds``, and ``lr``, ``l2``, ``shrink`` stacked); pass
+  CuPy arrays of int64 / the parameters' dtype to avoid the copies.
+- Scalars: any real numbers (the host computes them in float64); they are rounded
+  once to the parameters' dtype and passed by value (float32 kernels get float32
+  scalars), flags as ``int``. The decay rates whose complement the update needs
+  (``beta1``, ``beta2``, ``alpha``, ``dampening``) go as double: the kernel forms
+  ``1 - beta`` in double before rounding, as the CPU kernels and PyTorch do. Host ``lr``, ``l2``, ``shrink`` are rounded likewise.
 
 A zero-size ``p`` launches nothing.
 """
@@ -45,8 +48,11 @@ def _device(a, dtype):
 
 def _segments(p, bounds, lr, l2, shrink):
     """Device arrays ``bounds`` (int64), ``lr``, ``l2``, ``shrink`` (``p``'s dtype), and ``n_seg``."""
-    return (_device(bounds, np.int64), _device(lr, p.dtype), _device(l2, p.dtype),
-            _device(shrink, p.dtype), np.int64(len(bounds) - 1))
+    if isinstance(lr, cupy.ndarray) or isinstance(l2, cupy.ndarray) or isinstance(shrink, cupy.ndarray):
+        lr, l2, shrink = _device(lr, p.dtype), _device(l2, p.dtype), _device(shrink, p.dtype)
+    else:  # host arrays: one transfer for the three instead of three
+        lr, l2, shrink = _device(np.stack((lr, l2, shrink)).astype(p.dtype, copy=False), p.dtype)
+    return _device(bounds, np.int64), lr, l2, shrink, np.int64(len(bounds) - 1)
 
 
 def _state(a):
@@ -105,7 +111,7 @@ def sgd_momentum(p, g, buf, bounds, lr, l2, shrink, grad_mul, momentum, dampenin
     t = p.dtype.type
     bounds, lr, l2, shrink, n_seg = _segments(p, bounds, lr, l2, shrink)
     _launch("sgd_momentum", p, (p, g, buf, bounds, lr, l2, shrink, t(grad_mul), t(momentum),
-                                t(dampening), np.int32(bool(nesterov)), np.int32(bool(first_step)),
+                                np.float64(dampening), np.int32(bool(nesterov)), np.int32(bool(first_step)),
                                 np.int64(p.size), n_seg))
 
 
@@ -115,8 +121,8 @@ def adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, 
         return
     t = p.dtype.type
     bounds, lr, l2, shrink, n_seg = _segments(p, bounds, lr, l2, shrink)
-    _launch("adam", p, (p, g, m, v, _state(vmax), bounds, lr, l2, shrink, t(grad_mul), t(beta1),
-                        t(beta2), t(eps), t(bc2_sqrt), np.int32(bool(amsgrad)),
+    _launch("adam", p, (p, g, m, v, _state(vmax), bounds, lr, l2, shrink, t(grad_mul), np.float64(beta1),
+                        np.float64(beta2), t(eps), t(bc2_sqrt), np.int32(bool(amsgrad)),
                         np.int64(p.size), n_seg))
 
 
@@ -126,7 +132,7 @@ def nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2, 
         return
     t = p.dtype.type
     bounds, lr, l2, shrink, n_seg = _segments(p, bounds, lr, l2, shrink)
-    _launch("nadam", p, (p, g, m, v, bounds, lr, l2, shrink, t(grad_mul), t(beta1), t(beta2),
+    _launch("nadam", p, (p, g, m, v, bounds, lr, l2, shrink, t(grad_mul), np.float64(beta1), np.float64(beta2),
                          t(eps), t(bc2), t(coef_g), t(coef_m), np.int64(p.size), n_seg))
 
 
@@ -137,7 +143,7 @@ def rmsprop(p, g, sq, gavg, buf, bounds, lr, l2, shrink, grad_mul, alpha, eps, m
     t = p.dtype.type
     bounds, lr, l2, shrink, n_seg = _segments(p, bounds, lr, l2, shrink)
     _launch("rmsprop", p, (p, g, sq, _state(gavg), _state(buf), bounds, lr, l2, shrink,
-                           t(grad_mul), t(alpha), t(eps), t(momentum), np.int32(bool(centered)),
+                           t(grad_mul), np.float64(alpha), t(eps), t(momentum), np.int32(bool(centered)),
                            np.int64(p.size), n_seg))
 
 
@@ -157,5 +163,5 @@ def lion(p, g, m, bounds, lr, l2, shrink, grad_mul, beta1, beta2):
         return
     t = p.dtype.type
     bounds, lr, l2, shrink, n_seg = _segments(p, bounds, lr, l2, shrink)
-    _launch("lion", p, (p, g, m, bounds, lr, l2, shrink, t(grad_mul), t(beta1), t(beta2),
+    _launch("lion", p, (p, g, m, bounds, lr, l2, shrink, t(grad_mul), np.float64(beta1), np.float64(beta2),
                         np.int64(p.size), n_seg))

@@ -1,0 +1,178 @@
+"""Adam and heavy-ball momentum, fp32, 1e3 to 1e8 elements: fastopt beside its ceiling and its rivals.
+
+Per size, in one run, grouped so that pytest-benchmark prints them side by side:
+
+- ``probe``: the read-modify-write probe with the update's exact byte traffic
+  (``_probe.py``; Adam 28 B/element, momentum 20 B/element), serial or threaded as
+  fastopt is at that size: the ceiling;
+- ``numpy-reference``: ``kernels/reference.py`` through ``backend="reference"``, float64
+  inside. Skipped above 1e7 elements (float64 temporaries: seconds per step, GBs);
+- ``fastopt``: the public functional step (``fastopt.adam_step`` / ``fastopt.momentum_step``),
+  validation included;
+- ``torch-fused`` / ``torch-foreach`` / ``torch-for-loop``: ``torch.optim.Adam`` and
+  ``torch.optim.SGD(momentum=0.9)`` with ``fused=True`` / ``foreach=True`` / ``foreach=False``
+  on one tensor of the same size. PyTorch's SGD momentum is ``buf <- 0.9 buf + g;
+  p <- p - lr buf``, fastopt's heavy ball ``m <- 0.9 m - lr g; p <- p + m``: the same
+  traffic (read p, g, m; write p, m), the forms differ only by where lr is applied.
+
+Every implementation gets its own copies of the same initial data. Large sizes get few
+rounds (``_budget``) so the suite stays within minutes.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _probe  # noqa: E402
+from _report import fmt_n, ratio, summary_section  # noqa: E402
+
+import fastopt  # noqa: E402
+
+F32 = np.float32
+SIZES = [10**3, 10**4, 10**5, 10**6, 10**7, 3 * 10**7, 10**8]
+IMPLS = ["probe", "numpy-reference", "fastopt", "torch-fused", "torch-foreach", "torch-for-loop"]
+ALGOS = ["adam", "momentum"]
+REFERENCE_MAX = 10**7
+LR = 1e-3
+
+
+def group(algo, n):
+    return f"{algo} fp32 n={fmt_n(n)}"
+
+
+# -- what to report ------------------------------------------------------------------------
+for _algo in ALGOS:
+    for _n in SIZES:
+        _g = group(_algo, _n)
+        big = _n >= 3 * 10**7
+        ratio(f"{_algo} n={fmt_n(_n)}: fastopt / probe (fraction of ceiling)", (_g, "fastopt"), (_g, "probe"),
+              at_least=0.92 if big else None, note="time(probe) / time(fastopt)", listed=False)
+        fused_target = 1.15 if big else None
+        if _algo == "adam" and _n == 10**5:
+            fused_target = 3.0
+        elif _algo == "adam" and _n == 10**6:
+            fused_target = 1.6
+        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch fused", (_g, "fastopt"), (_g, "torch-fused"),
+              at_least=fused_target, note="speed-up", listed=False)
+        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch foreach", (_g, "fastopt"), (_g, "torch-foreach"),
+              note="speed-up", listed=False)
+        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch for-loop", (_g, "fastopt"), (_g, "torch-for-loop"),
+              note="speed-up", listed=False)
+        if _n <= REFERENCE_MAX:
+            ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs NumPy reference", (_g, "fastopt"), (_g, "numpy-reference"),
+                  note="speed-up (reference is float64 inside)", listed=False)
+        ratio(f"{_algo} n={fmt_n(_n)}: torch fused / probe", (_g, "torch-fused"), (_g, "probe"),
+              note="PyTorch's fraction of the ceiling", listed=False)
+
+
+@summary_section
+def _tables(results):
+    """One table per update: rows are sizes, columns the ratios (best of rounds)."""
+    def r(g, subject, baseline):
+        s, b = results.get((g, subject)), results.get((g, baseline))
+        return f"{b['min'] / s['min']:.2f}" if s and b else "-"
+
+    lines = []
+    for algo in ALGOS:
+        if not any((group(algo, n), "fastopt") in results for n in SIZES):
+            continue
+        lines += [f"### {algo} fp32: ratios within this run (time(other) / time(row subject); best of rounds)", "",
+                  "| n | fastopt / probe | torch fused / probe | fastopt vs fused | vs foreach | vs for-loop "
+                  "| vs NumPy ref | fastopt GB/s-equiv. vs probe | others' cores (max) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for n in SIZES:
+            g = group(algo, n)
+            if (g, "fastopt") not in results:
+                continue
+            lines.append(f"| {fmt_n(n)} | {r(g, 'fastopt', 'probe')} | {r(g, 'torch-fused', 'probe')} | "
+                         f"{r(g, 'fastopt', 'torch-fused')} | {r(g, 'fastopt', 'torch-foreach')} | "
+                         f"{r(g, 'fastopt', 'torch-for-loop')} | {r(g, 'fastopt', 'numpy-reference')} | "
+                         f"{_gbs(results, g, n, algo)} | {_load(results, g)} |")
+        lines.append("")
+    return lines
+
+
+def _load(results, g):
+    xs = [st.get("others_cores") for (gg, _), st in results.items() if gg == g and st.get("others_cores") is not None]
+    return f"{max(xs):.2f}" if xs else "-"
+
+
+def _gbs(results, g, n, algo):
+    """Effective bandwidth of fastopt and of the probe (bytes of the update / time), for scale only."""
+    reads, writes = _probe.BYTES_PER_ELEMENT[algo]
+    nbytes = (reads + writes) * 4 * n
+    f, p = results.get((g, "fastopt")), results.get((g, "probe"))
+    if not f or not p:
+        return "-"
+    return f"{nbytes / f['min'] / 1e9:.0f} vs {nbytes / p['min'] / 1e9:.0f}"
+
+
+# -- data -------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _base(n):
+    """Initial p and g of size n (one cached pair: the sizes run in order)."""
+    rng = np.random.default_rng(n)
+    p = rng.standard_normal(n, dtype=F32)
+    g = rng.standard_normal(n, dtype=F32) * F32(1e-2)
+    p.flags.writeable = g.flags.writeable = False
+    return p, g
+
+
+def _arrays(n, n_state):
+    p0, g0 = _base(n)
+    return [p0.copy(), g0.copy()] + [np.zeros(n, F32) for _ in range(n_state)]
+
+
+def _budget(n):
+    """Seconds of timing per row: generous for small sizes, a few rounds for big ones."""
+    return 1.5 if n <= 10**6 else 2.5
+
+
+# -- the step functions ---------------------------------------------------------------------
+def _make_step(impl, algo, n, torch_mod):
+    n_state = 2 if algo == "adam" else 1
+    if impl == "probe":
+        probe, k = _probe.PROBES[algo]
+        arrs = _arrays(n, n_state)[:k]
+        return lambda: probe(*arrs)
+    if impl in ("fastopt", "numpy-reference"):
+        backend = "reference" if impl == "numpy-reference" else None
+        arrs = _arrays(n, n_state)
+        if algo == "adam":
+            p, g, m, v = arrs
+            counter = itertools.count(1)
+            return lambda: fastopt.adam_step(p, g, m, v, step=next(counter), lr=LR, backend=backend)
+        p, g, m = arrs
+        return lambda: fastopt.momentum_step(p, g, m, lr=LR, beta=0.9, backend=backend)
+    torch = torch_mod
+    mode = {"torch-fused": dict(fused=True), "torch-foreach": dict(foreach=True),
+            "torch-for-loop": dict(foreach=False)}[impl]
+    p0, g0 = _base(n)
+    p = torch.from_numpy(p0.copy()).requires_grad_(True)
+    p.grad = torch.from_numpy(g0.copy())
+    if algo == "adam":
+        opt = torch.optim.Adam([p], lr=LR, **mode)
+    else:
+        opt = torch.optim.SGD([p], lr=LR, momentum=0.9, **mode)
+    return opt.step
+
+
+CASES = [(a, n, i) for a in ALGOS for n in SIZES for i in IMPLS]
+
+
+@pytest.mark.parametrize("algo,n,impl", CASES, ids=[f"{a}-{fmt_n(n)}-{i}" for a, n, i in CASES])
+def test_step(benchmark, timed, request, algo, n, impl):
+    if impl == "numpy-reference" and n > REFERENCE_MAX:
+        pytest.skip(f"NumPy reference skipped above {fmt_n(REFERENCE_MAX)}: float64 temporaries, seconds per step")
+    torch_mod = request.getfixturevalue("torch") if impl.startswith("torch") else None
+    step = _make_step(impl, algo, n, torch_mod)
+    reads, writes = _probe.BYTES_PER_ELEMENT[algo]
+    timed(benchmark, step, group=group(algo, n), label=impl, budget_s=_budget(n),
+          min_rounds=3 if n >= 10**7 else 5, n=n, algo=algo, bytes_per_step=(reads + writes) * 4 * n)
