@@ -192,6 +192,11 @@ def _single_segment(n: int) -> np.ndarray:
     return b
 
 
+_EMPTY = {_F32: np.empty(0, _F32), _F64: np.empty(0, _F64)}
+
+
 def empty_state(p):
     """A size-0 array of p's kind and dtype, for a state buffer the algorithm does not use."""
+    if type(p) is _NDARRAY:
+        return _EMPTY[p.dtype]
     return p[:0]
