@@ -39,7 +39,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-__all__ = ["timed", "record_samples", "ratio", "difference", "value", "summary_section", "RESULTS",
+__all__ = ["timed", "record_samples", "ratio", "difference", "value", "best_of", "summary_section", "RESULTS",
            "Target", "fmt_n"]
 
 #: wait at most this long for quiet cores before a row; flag rows where others used more
@@ -51,6 +51,7 @@ CONTENDED = 0.25
 #: (group, label) -> {"min": s, "median": s, "rounds": int, "iterations": int, "others_cores": ...}
 RESULTS: dict[tuple[str, str], dict] = {}
 _TARGETS: list["Target"] = []
+_BEST_OF: list[tuple[str, str, tuple]] = []
 _SECTIONS: list = []
 
 
@@ -201,6 +202,15 @@ def value(name, subject, *, at_most=None, unit="s", note=""):
     return _declare(Target(name, "value", tuple(subject), None, None, at_most, unit, note))
 
 
+def best_of(group, label, labels):
+    """Declare a derived row ``(group, label)``: whichever of ``labels`` (same group) has the lowest min.
+
+    For a rival measured in several configurations (PyTorch with 2 threads and with 1):
+    a target against the derived row is a target against the rival at its best.
+    """
+    _BEST_OF.append((group, label, tuple(labels)))
+
+
 def summary_section(fn):
     """Register ``fn(RESULTS) -> list[str]`` (markdown lines) for the end-of-session summary."""
     _SECTIONS.append(fn)
@@ -210,6 +220,11 @@ def summary_section(fn):
 def _store(group, label, stats: dict, benchmark=None):
     key = (group, label)
     RESULTS[key] = stats
+    for g, derived, labels in _BEST_OF:
+        if g == group and label in labels and all((g, x) in RESULTS for x in labels):
+            winner = min(labels, key=lambda x: RESULTS[(g, x)]["min"])
+            _store(g, derived, {**RESULTS[(g, winner)], "source": f"best of {', '.join(labels)}", "from": winner},
+                   benchmark)
     for t in _TARGETS:
         if key in (t.subject, t.baseline) and t.compute() and benchmark is not None:
             benchmark.extra_info.setdefault("ratios", {})[t.name] = {

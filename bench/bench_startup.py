@@ -86,7 +86,8 @@ print(json.dumps({"total": t1 - t0, "cache_misses": sum(_numba_floor.bump.stats.
 value("bare Numba floor: import numba + first call of a cached @njit (in child)",
       (GROUP, "bare Numba: import + first cached call (in child)"), unit="s")
 ratio("bare Numba floor / fastopt first step (share of the first step that is Numba's own)",
-      (GROUP, "import fastopt + first adam_step (in child)"), (GROUP, "bare Numba: import + first cached call (in child)"))
+      (GROUP, "import fastopt + first adam_step (in child)"),
+      (GROUP, "bare Numba: import + first cached call (in child)"))
 
 
 def _run(args, cwd=None):

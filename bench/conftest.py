@@ -5,7 +5,8 @@ Run:  OMP_WAIT_POLICY=PASSIVE python -m pytest bench/ --benchmark-only -q [--ben
 - ``OMP_WAIT_POLICY=PASSIVE``: PyTorch and Numba each bring an OpenMP runtime; with the
   default policy a runtime's idle threads spin for a while after each parallel region
   and steal the 2 cores from the other. Set here too (before either runtime starts) in
-  case the caller forgot; the summary says which.
+  case the caller forgot; the summary says which. ``BENCH_OMP_DEFAULT=1`` (with
+  OMP_WAIT_POLICY unset) leaves the runtimes' default policy, for a sensitivity run only.
 - ``--bench-summary PREFIX`` writes the end-of-session summary to ``PREFIX.md`` and
   ``PREFIX.json`` (it is always printed).
 
@@ -24,7 +25,8 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 _OMP_GIVEN = "OMP_WAIT_POLICY" in os.environ
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("BENCH_OMP_DEFAULT") != "1":  # BENCH_OMP_DEFAULT=1: keep the runtimes' default policy
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import _report  # noqa: E402
 

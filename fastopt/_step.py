@@ -74,7 +74,8 @@ class StepCall:
 
     def __init__(self, func, names, arrays, backend=None):
         self.func = func
-        if backend is None and _dispatch._active.get() is None and _plain_arrays_ok(arrays):
+        if (backend == "cpu" or (backend is None and _dispatch._active.get() in (None, "cpu"))) \
+                and _plain_arrays_ok(arrays):
             self.backend = "cpu"
         else:
             self.backend, arrays = self._full_checks(names, arrays, backend)
@@ -108,14 +109,10 @@ class StepCall:
         func, n = self.func, self.p.size
         if decoupled is not False and decoupled is not True:
             decoupled = V.flag(func, "decoupled_weight_decay", decoupled)
-        if segments is None and type(lr) is float and type(weight_decay) is float \
+        bounds = _single_segment(n) if segments is None else V.segments(func, segments, n)
+        if bounds.size == 2 and type(lr) is float and type(weight_decay) is float \
                 and 0.0 <= lr < math.inf and weight_decay == 0.0:
-            return _single_segment(n), np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
-        if segments is None:
-            bounds = _single_segment(n)
-        else:
-            bounds = V.segments(func, segments, n)
-            bounds.flags.writeable = False  # one kernel specialisation: offsets are always read-only
+            return bounds, np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
         n_seg = bounds.size - 1
         lrs = V.per_segment(func, "lr", lr, n_seg, V.nonnegative)
         wds = V.per_segment(func, "weight_decay", weight_decay, n_seg, V.nonnegative)

@@ -138,18 +138,61 @@ def _may_overlap(a, b) -> bool:
     return bool(cupy.may_share_memory(a, b))
 
 
-def segments(func: str, bounds, n: int) -> np.ndarray:
-    """Segment offsets: int sequence starting at 0, non-decreasing, ending at ``n``."""
+class Segments:
+    """Validated segment offsets ``0 = b[0] <= b[1] <= ... <= b[-1] = n`` (parameter groups).
+
+    Build it once and pass it as ``segments=`` to every step of a training loop: the
+    offsets are then not checked again (only their total against ``p.size``).
+    ``bounds`` is a read-only int64 array.
+
+    Example:
+      >>> from fastopt.optim import Segments
+      >>> Segments([0, 6, 6, 9]).n_segments
+      3
+    """
+
+    __slots__ = ("bounds",)
+
+    def __init__(self, offsets):
+        bounds = _offsets("Segments", "offsets", offsets)
+        bounds.flags.writeable = False
+        self.bounds = bounds
+
+    @property
+    def n(self) -> int:
+        return int(self.bounds[-1])
+
+    @property
+    def n_segments(self) -> int:
+        return self.bounds.size - 1
+
+    def __repr__(self) -> str:
+        return f"Segments({self.bounds.tolist()})"
+
+
+def segments(func: str, value, n: int) -> np.ndarray:
+    """Read-only int64 offsets from a :class:`Segments` or a sequence, ending at ``n``."""
+    if type(value) is Segments:
+        if value.n != n:
+            raise ValueError(f"{_where(func, 'segments')} cover {value.n} elements but p.size is {n}")
+        return value.bounds
+    bounds = _offsets(func, "segments", value, n)
+    bounds.flags.writeable = False  # one kernel specialisation: offsets are always read-only
+    return bounds
+
+
+def _offsets(func: str, name: str, bounds, n=None) -> np.ndarray:
+    """Int offsets: a 1-D sequence starting at 0, non-decreasing (ending at ``n`` if given), as new int64."""
     try:
         b = np.asarray(bounds)
     except Exception as exc:  # pragma: no cover - exotic input
-        raise TypeError(f"{_where(func, 'segments')} must be a sequence of ints") from exc
+        raise TypeError(f"{_where(func, name)} must be a sequence of ints") from exc
     if b.ndim != 1 or b.size < 2 or b.dtype.kind not in "iu":
-        raise TypeError(f"{_where(func, 'segments')} must be a 1-D sequence of at least two ints "
+        raise TypeError(f"{_where(func, name)} must be a 1-D sequence of at least two ints "
                         f"(offsets 0 = b[0] <= ... <= b[-1] = n), got {bounds!r}")
-    if b[0] != 0 or b[-1] != n or np.any(np.diff(b) < 0):
-        raise ValueError(f"{_where(func, 'segments')} must start at 0, be non-decreasing and end at "
-                         f"p.size = {n}, got {b.tolist()}")
+    if b[0] != 0 or np.any(np.diff(b) < 0) or (n is not None and b[-1] != n):
+        end = "" if n is None else f" and end at p.size = {n}"
+        raise ValueError(f"{_where(func, name)} must start at 0, be non-decreasing{end}, got {b.tolist()}")
     return np.array(b, dtype=np.int64)  # a copy: the caller's array is never frozen or kept
 
 

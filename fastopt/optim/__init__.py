@@ -13,7 +13,8 @@ from .functional import (StepInfo, adagrad_step, adam_step, lion_step, momentum_
                          rmsprop_step, sgd_momentum_step, sgd_step)
 from .lbfgs import lbfgs
 from .optimizer import Optimizer
+from .._validate import Segments
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "AdamW", "AMSGrad", "NAdam", "RMSprop", "Adagrad", "Lion",
+__all__ = ["Optimizer", "Segments", "SGD", "Momentum", "Adam", "AdamW", "AMSGrad", "NAdam", "RMSprop", "Adagrad", "Lion",
            "StepInfo", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
            "rmsprop_step", "adagrad_step", "lion_step", "nadam_mu", "lbfgs"]

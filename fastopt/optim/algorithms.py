@@ -53,7 +53,7 @@ class SGD(Optimizer):
         return ("buf",) if self.momentum > 0 else ()
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):
-        common = dict(lr=lrs, weight_decay=wds, segments=part.bounds, maximize=self.maximize,
+        common = dict(lr=lrs, weight_decay=wds, segments=part.segments, maximize=self.maximize,
                       grad_scale=grad_scale, backend=self.backend)
         if self.momentum == 0:
             return F.sgd_step(part.p, g, **common)
@@ -75,7 +75,7 @@ class Momentum(Optimizer):
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):
         return F.momentum_step(part.p, g, part.state["m"], lr=lrs, beta=self.beta, weight_decay=wds,
-                               segments=part.bounds, maximize=self.maximize, grad_scale=grad_scale,
+                               segments=part.segments, maximize=self.maximize, grad_scale=grad_scale,
                                backend=self.backend)
 
 
@@ -103,7 +103,7 @@ class Adam(Optimizer):
         return F.adam_step(part.p, g, s["m"], s["v"], vmax=s.get("vmax"), step=step, lr=lrs,
                            beta1=self.betas[0], beta2=self.betas[1], eps=self.eps, weight_decay=wds,
                            decoupled_weight_decay=self.decoupled_weight_decay, amsgrad=self.amsgrad,
-                           segments=part.bounds, maximize=self.maximize, grad_scale=grad_scale,
+                           segments=part.segments, maximize=self.maximize, grad_scale=grad_scale,
                            backend=self.backend)
 
 
@@ -152,7 +152,7 @@ class NAdam(Optimizer):
         return F.nadam_step(part.p, g, s["m"], s["v"], step=step, lr=lrs, mu_product=self.mu_product * self._mu(step),
                             beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
                             momentum_decay=self.momentum_decay, weight_decay=wds,
-                            decoupled_weight_decay=self.decoupled_weight_decay, segments=part.bounds,
+                            decoupled_weight_decay=self.decoupled_weight_decay, segments=part.segments,
                             maximize=self.maximize, grad_scale=grad_scale, backend=self.backend)
 
     def _advance(self, step):
@@ -196,7 +196,7 @@ class RMSprop(Optimizer):
         s = part.state
         return F.rmsprop_step(part.p, g, s["sq"], gavg=s.get("gavg"), buf=s.get("buf"), lr=lrs, alpha=self.alpha,
                               eps=self.eps, momentum=self.momentum, centered=self.centered, weight_decay=wds,
-                              segments=part.bounds, maximize=self.maximize, grad_scale=grad_scale,
+                              segments=part.segments, maximize=self.maximize, grad_scale=grad_scale,
                               backend=self.backend)
 
 
@@ -222,7 +222,7 @@ class Adagrad(Optimizer):
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):
         return F.adagrad_step(part.p, g, part.state["ssum"], step=step, lr=lrs, lr_decay=self.lr_decay,
-                              eps=self.eps, weight_decay=wds, segments=part.bounds, maximize=self.maximize,
+                              eps=self.eps, weight_decay=wds, segments=part.segments, maximize=self.maximize,
                               grad_scale=grad_scale, backend=self.backend)
 
 
@@ -240,5 +240,5 @@ class Lion(Optimizer):
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):
         return F.lion_step(part.p, g, part.state["m"], lr=lrs, beta1=self.betas[0], beta2=self.betas[1],
-                           weight_decay=wds, segments=part.bounds, maximize=self.maximize,
+                           weight_decay=wds, segments=part.segments, maximize=self.maximize,
                            grad_scale=grad_scale, backend=self.backend)

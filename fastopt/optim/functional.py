@@ -11,7 +11,8 @@ Options shared by every step (keyword-only):
 - ``weight_decay`` (one or per segment) and ``decoupled_weight_decay``: L2 decay
   adds ``wd * p`` to the gradient; decoupled decay (AdamW) shrinks ``p`` by
   ``1 - lr * wd`` before the update;
-- ``segments``: offsets ``[0, ..., p.size]`` of the parameter groups in the buffer;
+- ``segments``: offsets ``[0, ..., p.size]`` of the parameter groups in the buffer, or
+  a :class:`fastopt.optim.Segments` built once (then not re-checked at every step);
 - ``maximize``: ascend instead of descend;
 - ``grad_scale``: the gradient is divided by it (a loss scale, or 1/J sums);
 - ``max_grad_norm``: clip ``g`` to this global L2 norm (as ``clip_grad_norm_``);

@@ -36,10 +36,10 @@ __all__ = ["Optimizer"]
 class _Part:
     """One dtype buffer of the parameters (``key``: its dtype) with its segments and optimiser state."""
 
-    __slots__ = ("key", "p", "bounds", "groups", "state")
+    __slots__ = ("key", "p", "segments", "groups", "state")
 
-    def __init__(self, key, p, bounds, groups):
-        self.key, self.p, self.bounds, self.groups = key, p, bounds, groups
+    def __init__(self, key, p, segments, groups):
+        self.key, self.p, self.segments, self.groups = key, p, segments, groups
         self.state = {}
 
 
@@ -124,8 +124,11 @@ class Optimizer:
         k = self.step_count + 1
         lrs = self.learning_rates(k)
         for part, g in zip(self._parts, g_parts):
-            seg_lr = [lrs[i] for i in part.groups]
-            seg_wd = [self._groups[i]["weight_decay"] for i in part.groups]
+            if len(part.groups) == 1:  # one value, not a list: the functional step's fast path
+                seg_lr, seg_wd = lrs[part.groups[0]], self._groups[part.groups[0]]["weight_decay"]
+            else:
+                seg_lr = [lrs[i] for i in part.groups]
+                seg_wd = [self._groups[i]["weight_decay"] for i in part.groups]
             self._apply(part, g, k, seg_lr, seg_wd, scale)
         self.step_count = k
         self._advance(k)
@@ -261,7 +264,7 @@ def _build_groups(func, params, groups, default):
         parts = []
         for dtype, buf in params.buffers.items():
             bounds, seg_groups = params.segments(dtype, lambda n: owner.get(n, 0))
-            parts.append(_Part(np.dtype(dtype), buf, _frozen(bounds), seg_groups))
+            parts.append(_Part(np.dtype(dtype), buf, V.Segments(bounds), seg_groups))
         return resolved, parts
     _, (arr,) = _dispatch.resolve(func, [("params", params)])
     V.float_array(func, "params", arr, writable=True)
@@ -289,7 +292,7 @@ def _build_groups(func, params, groups, default):
     if pos < n or not seg_groups:
         bounds.append(n)
         seg_groups.append(0)
-    return resolved, [_Part(arr.dtype, arr, _frozen(np.asarray(bounds, dtype=np.int64)), seg_groups)]
+    return resolved, [_Part(arr.dtype, arr, V.Segments(bounds), seg_groups)]
 
 
 def _group_entry(func, gi, grp, default, resolved):
@@ -305,7 +308,3 @@ def _group_entry(func, gi, grp, default, resolved):
     })
     return grp["params"]
 
-
-def _frozen(bounds):
-    bounds.flags.writeable = False
-    return bounds

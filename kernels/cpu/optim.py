@@ -40,13 +40,15 @@ def _n_blocks(n):
 
 @jit(inline="always")
 def _runs(bounds, n):
-    """The work list: rows (lo, hi, s) cutting the fixed blocks at segment boundaries.
+    """The work list: rows (lo, hi, s), unsigned, cutting the fixed blocks at segment boundaries.
 
     Every run lies in one block and one segment ``s``; the list depends on ``n`` and
     ``bounds`` only, never on the thread count.
     """
     nb = _n_blocks(n)
-    out = np.empty((nb + bounds.size - 1, 3), dtype=np.int64)
+    # Unsigned: indexing with a signed int makes Numba wrap negative indices, a select
+    # on every access that stops LLVM from vectorising the loops (scalar sqrt/div).
+    out = np.empty((nb + bounds.size - 1, 3), dtype=np.uint64)
     k = 0
     for b in range(nb):
         lo = b * BLOCK
