@@ -25,7 +25,7 @@ import fastopt  # noqa: E402
 from fastopt.kernels.cpu import optim as K  # noqa: E402
 
 F32 = np.float32
-SIZES = [2**k for k in range(12, 21)]
+SIZES = [2**k for k in range(12, 23)]
 KERNELS = ["adam", "heavy_ball"]
 
 

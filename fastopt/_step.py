@@ -11,7 +11,7 @@ A step call goes through :class:`StepCall`:
 3. :meth:`StepCall.grad_multiplier` turns ``maximize``, ``grad_scale`` and
    ``max_grad_norm`` into the one scalar ``grad_mul`` the kernels apply, running the
    single norm/finiteness pass over ``g`` only when clipping or skipping needs it;
-4. :meth:`StepCall.launch` calls the kernel.
+4. the step calls :meth:`StepCall.kernel` with the arrays and scalars.
 
 Every scalar is computed on the host in float64; the kernels round them to the
 arrays' dtype once, on entry (see ``kernels/cpu/optim.py``).
@@ -147,10 +147,9 @@ class StepCall:
                 mul *= min(1.0, max_norm / (norm + CLIP_EPS))
         return mul, StepInfo(True, norm)
 
-    def launch(self, kernel, state_order, bounds, lr, l2, shrink, grad_mul, *scalars):
-        """Call ``kernel`` with the arrays, the per-segment arrays and the float64/bool scalars."""
-        _dispatch.get_kernel("optim", kernel, self.backend)(self.p, self.g, *state_order, bounds, lr, l2, shrink,
-                                                             grad_mul, *scalars)
+    def kernel(self, name):
+        """The "optim" kernel ``name`` of this call's backend."""
+        return _dispatch.get_kernel("optim", name, self.backend)
 
 
 def _plain_arrays_ok(arrays) -> bool:

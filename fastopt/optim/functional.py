@@ -62,7 +62,7 @@ def sgd_step(p, g, *, lr, weight_decay=0.0, decoupled_weight_decay=False, maximi
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.launch("sgd", [], *seg, mul)
+        call.kernel("sgd")(call.p, call.g, *seg, mul)
     return info
 
 
@@ -90,7 +90,7 @@ def momentum_step(p, g, m, *, lr, beta=0.9, weight_decay=0.0, decoupled_weight_d
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.launch("heavy_ball", call.state, *seg, mul, beta)
+        call.kernel("heavy_ball")(call.p, call.g, *call.state, *seg, mul, beta)
     return info
 
 
@@ -117,7 +117,8 @@ def sgd_momentum_step(p, g, buf, *, step, lr, momentum=0.9, dampening=0.0, neste
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.launch("sgd_momentum", call.state, *seg, mul, momentum, dampening, nesterov, step == 1)
+        call.kernel("sgd_momentum")(call.p, call.g, *call.state, *seg, mul, momentum, dampening, nesterov,
+                                    step == 1)
     return info
 
 
@@ -173,7 +174,7 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     if info.applied:
         m_, v_ = call.state[0], call.state[1]
         vmax_ = call.state[2] if amsgrad else empty_state(call.p)
-        call.launch("adam", [m_, v_, vmax_], *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
+        call.kernel("adam")(call.p, call.g, m_, v_, vmax_, *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
     return info
 
 
@@ -213,7 +214,8 @@ def nadam_step(p, g, m, v, *, step, lr, mu_product, beta1=0.9, beta2=0.999, eps=
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.launch("nadam", call.state, *seg, mul, beta1, beta2, eps, 1.0 - beta2 ** step, coef_g, coef_m)
+        call.kernel("nadam")(call.p, call.g, *call.state, *seg, mul, beta1, beta2, eps, 1.0 - beta2 ** step,
+                             coef_g, coef_m)
     return info
 
 
@@ -250,7 +252,7 @@ def rmsprop_step(p, g, sq, *, lr, alpha=0.99, eps=1e-8, momentum=0.0, centered=F
         rest = iter(call.state[1:])
         gavg_ = next(rest) if centered else empty_state(call.p)
         buf_ = next(rest) if momentum > 0 else empty_state(call.p)
-        call.launch("rmsprop", [call.state[0], gavg_, buf_], *seg, mul, alpha, eps, momentum, centered)
+        call.kernel("rmsprop")(call.p, call.g, call.state[0], gavg_, buf_, *seg, mul, alpha, eps, momentum, centered)
     return info
 
 
@@ -272,7 +274,7 @@ def adagrad_step(p, g, ssum, *, step, lr, lr_decay=0.0, eps=1e-10, weight_decay=
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite, lr_factor=1.0 / (1.0 + (step - 1) * lr_decay))
     if info.applied:
-        call.launch("adagrad", call.state, *seg, mul, eps)
+        call.kernel("adagrad")(call.p, call.g, *call.state, *seg, mul, eps)
     return info
 
 
@@ -294,5 +296,5 @@ def lion_step(p, g, m, *, lr, beta1=0.9, beta2=0.99, weight_decay=0.0, decoupled
     seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.launch("lion", call.state, *seg, mul, beta1, beta2)
+        call.kernel("lion")(call.p, call.g, *call.state, *seg, mul, beta1, beta2)
     return info

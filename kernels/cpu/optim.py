@@ -30,7 +30,7 @@ from ._jit import jit, parallel_twin
 BLOCK = 1 << 14
 #: Below this many elements one thread does the update: starting the thread pool
 #: costs more than it saves (measured crossover, see bench/RESULTS.md).
-PARALLEL_MIN_SIZE = 1 << 17
+PARALLEL_MIN_SIZE = 1 << 19
 
 
 @jit(inline="always")
