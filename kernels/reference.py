@@ -40,8 +40,13 @@ def _effective_grad(p, g, grad_mul, l2):
 
 
 def _lerp(a, b, w):
-    """a + w (b - a): the exponential moving average of ``b`` with weight ``w``."""
-    return a + F64(w) * (b - a)
+    """(1 - w) a + w b: the exponential moving average of ``b`` with weight ``w``.
+
+    Written as a weighted sum, exact at w = 0 and w = 1 (``a + w (b - a)`` loses ``b``
+    when w = 1 and |a| >> |b|); the fast kernels use PyTorch's two-branch lerp.
+    """
+    w = F64(w)
+    return (1.0 - w) * a + w * b
 
 
 def grad_sumsq(g):
