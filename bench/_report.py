@@ -77,6 +77,8 @@ class Target:
     unit: str = "x"
     note: str = ""
     listed: bool = True  # False: shown in a section's table instead of the "Other ratios" list
+    #: supplementary rows: the threshold of the target they stand beside (shown, never a verdict)
+    info_at_least: float | None = None
     result: dict = field(default_factory=dict)
 
     def compute(self) -> bool:
@@ -187,9 +189,14 @@ def _declare(t: Target) -> Target:
     return t
 
 
-def ratio(name, subject, baseline, *, at_least=None, at_most=None, note="", listed=True):
-    """Report ``time(baseline) / time(subject)``; ``subject``/``baseline`` are (group, label)."""
-    return _declare(Target(name, "ratio", tuple(subject), tuple(baseline), at_least, at_most, "x", note, listed))
+def ratio(name, subject, baseline, *, at_least=None, at_most=None, note="", listed=True, info_at_least=None):
+    """Report ``time(baseline) / time(subject)``; ``subject``/``baseline`` are (group, label).
+
+    ``info_at_least``: a supplementary ratio shown beside a target (the same threshold, for
+    the reader) in the "Supplementary" table of the summary; it never gives a verdict.
+    """
+    return _declare(Target(name, "ratio", tuple(subject), tuple(baseline), at_least, at_most, "x", note, listed,
+                           info_at_least))
 
 
 def difference(name, subject, baseline, *, at_most=None, unit="us", note=""):
@@ -342,7 +349,17 @@ def summary_lines() -> list[str]:
             lines.append(f"| {t.name} | {t.value_text()} | {t.value_text('median')} | {t.target_text} | "
                          f"**{t.verdict_text}** | {t.load_text} |")
         lines.append("")
-    plain = [t for t in _TARGETS if not t.target_text and t.result and t.listed]
+    extra = [t for t in _TARGETS if t.info_at_least is not None and t.result]
+    if extra:
+        lines += ["## Supplementary (not verdicts): the same targets against PyTorch at its best", "",
+                  "| quantity | measured | median-based | the target's threshold | would meet it | "
+                  "other processes' cores |", "|---|---|---|---|---|---|"]
+        for t in extra:
+            meets = "yes" if t.result["best"] >= t.info_at_least else "no"
+            lines.append(f"| {t.name} | {t.value_text()} | {t.value_text('median')} | >= {t.info_at_least:g} | "
+                         f"{meets} | {t.load_text} |")
+        lines.append("")
+    plain = [t for t in _TARGETS if not t.target_text and t.result and t.listed and t.info_at_least is None]
     if plain:
         lines += ["## Other ratios", "", "| quantity | measured | median-based | other processes' cores | note |",
                   "|---|---|---|---|---|"]
@@ -363,7 +380,8 @@ def summary_json() -> dict:
         "results": [{"group": g, "label": lab, **st} for (g, lab), st in RESULTS.items()],
         "targets": [{"name": t.name, "kind": t.kind, "subject": list(t.subject),
                      "baseline": list(t.baseline) if t.baseline else None, "unit": t.unit,
-                     "required": t.target_text, "verdict": t.verdict_text, "note": t.note, **t.result}
+                     "required": t.target_text, "verdict": t.verdict_text, "note": t.note,
+                     "info_at_least": t.info_at_least, **t.result}
                     for t in _TARGETS if t.result],
     }
 

@@ -1,4 +1,4 @@
-"""Where threads start to pay: ``.serial`` against ``.threaded`` for n = 2^12 .. 2^20, fp32.
+"""Where threads start to pay: ``.serial`` against ``.threaded`` for n = 2^12 .. 2^22, fp32.
 
 ``kernels/cpu/optim.py`` runs the serial kernel below ``PARALLEL_MIN_SIZE`` and the
 ``prange`` twin above it. This times both twins of ``adam`` (the target of the
@@ -87,7 +87,7 @@ def _crossover_table(results):
                   "| n | threaded vs serial (best) | (median) | others' cores |", "|---|---|---|---|"]
         lines += [f"| {fmt_n(n)} ({n}) | {b:.2f} | {m:.2f} | {'-' if ld is None else f'{ld:.2f}'} |"
                   for n, b, m, ld in rows]
-        where = f"{fmt_n(best)} ({best})" if best else "not within 2^12..2^20"
+        where = f"{fmt_n(best)} ({best})" if best else f"not within {fmt_n(SIZES[0])}..{fmt_n(SIZES[-1])}"
         lines += ["", f"threaded wins from n = {where}; PARALLEL_MIN_SIZE is {fmt_n(K.PARALLEL_MIN_SIZE)} "
                       f"({K.PARALLEL_MIN_SIZE})", ""]
     return lines

@@ -13,8 +13,10 @@ Per size, in one run, grouped so that pytest-benchmark prints them side by side:
   ``torch.optim.SGD(momentum=0.9)`` with ``fused=True`` / ``foreach=True`` / ``foreach=False``
   on one tensor of the same size; ``torch-fused-1thread`` is fused with one thread (see
   ``_rivals.py``: under OMP_WAIT_POLICY=PASSIVE PyTorch's 2-thread fused step pays a thread
-  wake-up per call). Targets "vs torch fused" are judged against the faster of the two
-  fused rows (``torch-fused-best``); the 2-thread ratio is shown beside it.
+  wake-up per call). Targets "vs torch fused" are judged against ``torch-fused``, PyTorch's
+  default configuration (its default thread count, 2 here), as the issue states; the
+  ratio against the faster of the two fused rows (``torch-fused-best``) is reported beside
+  it as supplementary information, never as the verdict.
   PyTorch's SGD momentum is ``buf <- 0.9 buf + g;
   p <- p - lr buf``, fastopt's heavy ball ``m <- 0.9 m - lr g; p <- p + m``: the same
   traffic (read p, g, m; write p, m), the forms differ only by where lr is applied.
@@ -36,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _probe  # noqa: E402
 from _report import best_of, fmt_n, ratio, summary_section  # noqa: E402
-from _rivals import FUSED_BEST, FUSED_ROWS, TORCH_IMPLS, threads_for, torch_step, torch_threads  # noqa: E402
+from _rivals import FUSED_BEST, FUSED_DEFAULT, FUSED_ROWS, TORCH_IMPLS, threads_for, torch_step, torch_threads  # noqa: E402
 
 import fastopt  # noqa: E402
 
@@ -65,10 +67,12 @@ for _algo in ALGOS:
         elif _algo == "adam" and _n == 10**6:
             fused_target = 1.6
         best_of(_g, FUSED_BEST, FUSED_ROWS)
-        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch fused (best of 2 threads / 1 thread)", (_g, "fastopt"),
-              (_g, FUSED_BEST), at_least=fused_target, note="speed-up", listed=False)
-        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch fused, 2 threads", (_g, "fastopt"), (_g, "torch-fused"),
-              note="speed-up", listed=False)
+        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch fused (default config, 2 threads)", (_g, "fastopt"),
+              (_g, FUSED_DEFAULT), at_least=fused_target, note="speed-up; the verdict row", listed=False)
+        ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch fused, best of 2 threads / 1 thread (supplementary)",
+              (_g, "fastopt"), (_g, FUSED_BEST), listed=False, info_at_least=fused_target,
+              note="speed-up over PyTorch at its best under PASSIVE"
+                   + (f"; the target (>= {fused_target:g}) is judged on the default-config row" if fused_target else ""))
         ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch foreach", (_g, "fastopt"), (_g, "torch-foreach"),
               note="speed-up", listed=False)
         ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs torch for-loop", (_g, "fastopt"), (_g, "torch-for-loop"),
@@ -76,7 +80,9 @@ for _algo in ALGOS:
         if _n <= REFERENCE_MAX:
             ratio(f"{_algo} n={fmt_n(_n)}: fastopt vs NumPy reference", (_g, "fastopt"), (_g, "numpy-reference"),
                   note="speed-up (reference is float64 inside)", listed=False)
-        ratio(f"{_algo} n={fmt_n(_n)}: torch fused / probe", (_g, FUSED_BEST), (_g, "probe"),
+        ratio(f"{_algo} n={fmt_n(_n)}: torch fused (default) / probe", (_g, FUSED_DEFAULT), (_g, "probe"),
+              note="PyTorch's fraction of the ceiling", listed=False)
+        ratio(f"{_algo} n={fmt_n(_n)}: torch fused (best) / probe", (_g, FUSED_BEST), (_g, "probe"),
               note="PyTorch's fraction of the ceiling", listed=False)
 
 
@@ -92,17 +98,18 @@ def _tables(results):
         if not any((group(algo, n), "fastopt") in results for n in SIZES):
             continue
         lines += [f"### {algo} fp32: ratios within this run (time(other) / time(row subject); best of rounds)", "",
-                  "| n | fastopt / probe | torch fused (best) / probe | fastopt vs fused (best) "
-                  "| ceiling: probe vs fused (best) | vs fused 2 thr | vs fused 1 thr | vs foreach | vs for-loop "
+                  "| n | fastopt / probe | torch fused (default, 2 thr) / probe | **fastopt vs fused (default)** "
+                  "| ceiling: probe vs fused (default) | fastopt vs fused (best of 2 thr / 1 thr; suppl.) "
+                  "| ceiling: probe vs fused (best) | vs fused 1 thr | vs foreach | vs for-loop "
                   "| vs NumPy ref | fastopt GB/s-equiv. vs probe | others' cores (max) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for n in SIZES:
             g = group(algo, n)
             if (g, "fastopt") not in results:
                 continue
-            lines.append(f"| {fmt_n(n)} | {r(g, 'fastopt', 'probe')} | {r(g, FUSED_BEST, 'probe')} | "
+            lines.append(f"| {fmt_n(n)} | {r(g, 'fastopt', 'probe')} | {r(g, FUSED_DEFAULT, 'probe')} | "
+                         f"{r(g, 'fastopt', FUSED_DEFAULT)} | {r(g, 'probe', FUSED_DEFAULT)} | "
                          f"{r(g, 'fastopt', FUSED_BEST)} | {r(g, 'probe', FUSED_BEST)} | "
-                         f"{r(g, 'fastopt', 'torch-fused')} | "
                          f"{r(g, 'fastopt', 'torch-fused-1thread')} | {r(g, 'fastopt', 'torch-foreach')} | "
                          f"{r(g, 'fastopt', 'torch-for-loop')} | {r(g, 'fastopt', 'numpy-reference')} | "
                          f"{_gbs(results, g, n, algo)} | {_load(results, g)} |")

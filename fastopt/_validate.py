@@ -97,7 +97,7 @@ def float_array(func: str, name: str, a, *, writable: bool):
     if not flags.c_contiguous:
         raise ValueError(f"{_where(func, name)} must be C-contiguous; fastopt never updates a hidden copy "
                          f"(pass a contiguous array, e.g. a FlatParams buffer)")
-    if writable and not flags.writeable:
+    if writable and not getattr(flags, "writeable", True):  # CuPy arrays have no read-only flag
         raise ValueError(f"{_where(func, name)} is read-only but is updated in place")
 
 

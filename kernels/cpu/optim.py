@@ -183,7 +183,8 @@ def _adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps,
     n = p.size
     T = p.dtype.type
     w1, w2, one = T(1.0 - beta1), T(1.0 - beta2), T(1)
-    grad_mul, beta2, eps, bc2_sqrt = T(grad_mul), T(beta2), T(eps), T(bc2_sqrt)
+    # 1 / sqrt(1 - beta2^k) once: a multiply per element instead of a division (1 ulp at most)
+    grad_mul, beta2, eps, inv_bc2_sqrt = T(grad_mul), T(beta2), T(eps), T(1.0 / bc2_sqrt)
     runs = _runs(bounds, n)
     for r in prange(runs.shape[0]):
         lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
@@ -197,7 +198,7 @@ def _adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps,
             if amsgrad:
                 vi = max(vmax[i], vi)
                 vmax[i] = vi
-            denom = np.sqrt(vi) / bc2_sqrt + eps
+            denom = np.sqrt(vi) * inv_bc2_sqrt + eps
             p[i] = sh_s * p[i] - lr_s * (mi / denom)
 
 
@@ -209,7 +210,8 @@ def _nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2,
     n = p.size
     T = p.dtype.type
     w1, w2, one = T(1.0 - beta1), T(1.0 - beta2), T(1)
-    grad_mul, beta2, eps, bc2 = T(grad_mul), T(beta2), T(eps), T(bc2)
+    # 1 / (1 - beta2^k) once: a multiply per element instead of a division
+    grad_mul, beta2, eps, inv_bc2 = T(grad_mul), T(beta2), T(eps), T(1.0 / bc2)
     runs = _runs(bounds, n)
     for r in prange(runs.shape[0]):
         lo, hi, s = runs[r, 0], runs[r, 1], runs[r, 2]
@@ -222,8 +224,8 @@ def _nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2,
             vi = beta2 * v[i] + w2 * ge * ge
             m[i] = mi
             v[i] = vi
-            denom = np.sqrt(vi / bc2) + eps
-            p[i] = sh_s * p[i] - step_g * (ge / denom) - step_m * (mi / denom)
+            denom = np.sqrt(vi * inv_bc2) + eps
+            p[i] = sh_s * p[i] - (step_g * ge + step_m * mi) / denom  # one division, not two
 
 
 nadam = _by_size(_nadam)
