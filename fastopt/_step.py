@@ -1,17 +1,16 @@
 """The machinery shared by every functional optimiser step: validate, prepare host scalars, launch.
 
-A step call goes through :class:`StepCall`:
+A step goes through three functions, then calls its kernel:
 
-1. ``StepCall(func, p, g, state, backend)`` resolves the backend (DLPack tensors
-   become zero-copy NumPy/CuPy views) and checks every array (dtype, shape,
-   contiguity, writability, aliasing) before anything is touched;
-2. :meth:`StepCall.segment_scalars` validates the learning rates and weight decays
-   (one value or one per segment) and folds them into the kernel's per-segment
-   float64 arrays ``lr``, ``l2`` and ``shrink``;
-3. :meth:`StepCall.grad_multiplier` turns ``maximize``, ``grad_scale`` and
-   ``max_grad_norm`` into the one scalar ``grad_mul`` the kernels apply, running the
-   single norm/finiteness pass over ``g`` only when clipping or skipping needs it;
-4. the step calls :meth:`StepCall.kernel` with the arrays and scalars.
+1. :func:`check_arrays` resolves the backend (DLPack tensors become zero-copy
+   NumPy/CuPy views) and checks every array (dtype, shape, contiguity,
+   writability, aliasing) before anything is touched;
+2. :func:`segment_arrays` validates the learning rates and weight decays (one value
+   or one per segment) and folds them into the kernel's per-segment float64 arrays
+   ``lr``, ``l2`` and ``shrink``;
+3. :func:`grad_multiplier` turns ``maximize``, ``grad_scale`` and ``max_grad_norm``
+   into the one scalar ``grad_mul`` the kernels apply, running the single
+   norm/finiteness pass over ``g`` only when clipping or skipping needs it.
 
 Every scalar is computed on the host in float64; the kernels round them to the
 arrays' dtype once, on entry (see ``kernels/cpu/optim.py``).
@@ -60,96 +59,91 @@ class StepInfo(NamedTuple):
 APPLIED = StepInfo(True, None)
 
 
-class StepCall:
-    """One validated call of a fused update kernel (see the module docstring).
+_CPU_CONTEXT = (None, "cpu")
+
+
+def check_arrays(func, names, arrays, backend=None):
+    """Resolve the backend and check the arrays of one step; return ``(backend, flat arrays)``.
 
     Args:
       func: the public function's name, for messages.
       names: the arrays' argument names, ``("p", "g", <state>...)``.
       arrays: the arrays, in that order: ``p`` and the state are updated in place.
       backend: the explicit ``backend=`` argument, or None.
+    Returns:
+      the backend name and the arrays as 1-D views (NumPy or CuPy; DLPack tensors converted).
     """
+    if (backend == "cpu" or (backend is None and _dispatch._active.get() in _CPU_CONTEXT)) \
+            and _plain_arrays_ok(arrays):
+        backend = "cpu"
+    else:
+        backend, arrays = _full_checks(func, names, arrays, backend)
+    if arrays[0].ndim != 1:  # contiguous, so these are views
+        arrays = tuple(a.reshape(-1) for a in arrays)
+    return backend, arrays
 
-    __slots__ = ("func", "backend", "p", "g", "state")
 
-    def __init__(self, func, names, arrays, backend=None):
-        self.func = func
-        if (backend == "cpu" or (backend is None and _dispatch._active.get() in (None, "cpu"))) \
-                and _plain_arrays_ok(arrays):
-            self.backend = "cpu"
-        else:
-            self.backend, arrays = self._full_checks(names, arrays, backend)
-        p = arrays[0]
-        if p.ndim != 1:  # contiguous, so these are views
-            arrays = [a.reshape(-1) for a in arrays]
-        self.p, self.g, self.state = arrays[0], arrays[1], arrays[2:]
+def _full_checks(func, names, arrays, backend):
+    backend, arrays = _dispatch.resolve(func, list(zip(names, arrays)), backend)
+    p, g = arrays[0], arrays[1]
+    V.float_array(func, "p", p, writable=True)
+    V.float_array(func, "g", g, writable=False)
+    V.same_layout(func, "p", p, "g", g)
+    for name, a in zip(names[2:], arrays[2:]):
+        V.float_array(func, name, a, writable=True)
+        V.same_layout(func, "p", p, name, a)
+    outputs = [(name, a) for name, a in zip(names, arrays) if name != "g"]
+    V.no_aliasing(func, outputs + [("g", g)])
+    return backend, tuple(arrays)
 
-    def _full_checks(self, names, arrays, backend):
-        func = self.func
-        backend, arrays = _dispatch.resolve(func, list(zip(names, arrays)), backend)
-        p, g = arrays[0], arrays[1]
-        V.float_array(func, "p", p, writable=True)
-        V.float_array(func, "g", g, writable=False)
-        V.same_layout(func, "p", p, "g", g)
-        for name, a in zip(names[2:], arrays[2:]):
-            V.float_array(func, name, a, writable=True)
-            V.same_layout(func, "p", p, name, a)
-        outputs = [(name, a) for name, a in zip(names, arrays) if name != "g"]
-        V.no_aliasing(func, outputs + [("g", g)])
-        return backend, arrays
 
-    def segment_scalars(self, segments, lr, weight_decay, decoupled, lr_factor=1.0, step_factor=1.0):
-        """Validate lr/weight_decay and return the kernel's per-segment (bounds, lr, l2, shrink).
+def segment_arrays(func, n, segments, lr, weight_decay, decoupled, lr_factor=1.0, step_factor=1.0):
+    """Validate lr/weight_decay and return the kernel's per-segment (bounds, lr, l2, shrink).
 
-        ``lr_eff = lr * lr_factor`` is the scheduled rate (e.g. Adagrad's decay);
-        the kernel's step size is ``lr_eff * step_factor`` (e.g. Adam's 1/(1 - beta1^k));
-        decoupled weight decay shrinks p by ``1 - lr_eff * wd`` as AdamW does.
-        The arrays are float64 (the kernels round them on entry).
-        """
-        func, n = self.func, self.p.size
-        if decoupled is not False and decoupled is not True:
-            decoupled = V.flag(func, "decoupled_weight_decay", decoupled)
-        bounds = _single_segment(n) if segments is None else V.segments(func, segments, n)
-        if bounds.size == 2 and type(lr) is float and type(weight_decay) is float \
-                and 0.0 <= lr < math.inf and weight_decay == 0.0:
-            return bounds, np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
-        n_seg = bounds.size - 1
-        lrs = V.per_segment(func, "lr", lr, n_seg, V.nonnegative)
-        wds = V.per_segment(func, "weight_decay", weight_decay, n_seg, V.nonnegative)
-        lr_eff = [x * lr_factor for x in lrs]
-        step = np.array([x * step_factor for x in lr_eff], dtype=np.float64)
-        if decoupled:
-            l2 = np.zeros(n_seg)
-            shrink = np.array([1.0 - a * w for a, w in zip(lr_eff, wds)], dtype=np.float64)
-        else:
-            l2 = np.array(wds, dtype=np.float64)
-            shrink = np.ones(n_seg)
-        return bounds, step, l2, shrink
+    ``lr_eff = lr * lr_factor`` is the scheduled rate (e.g. Adagrad's decay);
+    the kernel's step size is ``lr_eff * step_factor`` (e.g. Adam's 1/(1 - beta1^k));
+    decoupled weight decay shrinks p by ``1 - lr_eff * wd`` as AdamW does.
+    The arrays are float64 (the kernels round them on entry).
+    """
+    if decoupled is not False and decoupled is not True:
+        decoupled = V.flag(func, "decoupled_weight_decay", decoupled)
+    bounds = _single_segment(n) if segments is None else V.segments(func, segments, n)
+    if bounds.size == 2 and type(lr) is float and type(weight_decay) is float \
+            and 0.0 <= lr < math.inf and weight_decay == 0.0:
+        return bounds, np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
+    n_seg = bounds.size - 1
+    lrs = V.per_segment(func, "lr", lr, n_seg, V.nonnegative)
+    wds = V.per_segment(func, "weight_decay", weight_decay, n_seg, V.nonnegative)
+    lr_eff = [x * lr_factor for x in lrs]
+    step = np.array([x * step_factor for x in lr_eff], dtype=np.float64)
+    if decoupled:
+        l2 = np.zeros(n_seg)
+        shrink = np.array([1.0 - a * w for a, w in zip(lr_eff, wds)], dtype=np.float64)
+    else:
+        l2 = np.array(wds, dtype=np.float64)
+        shrink = np.ones(n_seg)
+    return bounds, step, l2, shrink
 
-    def grad_multiplier(self, maximize, grad_scale, max_grad_norm, skip_nonfinite):
-        """Return ``(grad_mul, StepInfo)``; ``StepInfo.applied`` False means: skip, touch nothing."""
-        func = self.func
-        if maximize is False and grad_scale == 1.0 and max_grad_norm is None and skip_nonfinite is False \
-                and type(grad_scale) in (float, int):
-            return 1.0, APPLIED
-        maximize = V.flag(func, "maximize", maximize)
-        scale = V.grad_scale(func, grad_scale)
-        max_norm = V.max_grad_norm(func, max_grad_norm)
-        skip_nonfinite = V.flag(func, "skip_nonfinite", skip_nonfinite)
-        mul = (-1.0 if maximize else 1.0) / scale
-        norm = None
-        if max_norm is not None or skip_nonfinite:
-            sumsq = _dispatch.get_kernel("optim", "grad_sumsq", self.backend)(self.g)
-            norm = math.sqrt(sumsq) / scale if math.isfinite(sumsq) else float(sumsq) / scale
-            if skip_nonfinite and not math.isfinite(norm):
-                return mul, StepInfo(False, norm)
-            if max_norm is not None:
-                mul *= min(1.0, max_norm / (norm + CLIP_EPS))
-        return mul, StepInfo(True, norm)
 
-    def kernel(self, name):
-        """The "optim" kernel ``name`` of this call's backend."""
-        return _dispatch.get_kernel("optim", name, self.backend)
+def grad_multiplier(func, backend, g, maximize, grad_scale, max_grad_norm, skip_nonfinite):
+    """Return ``(grad_mul, StepInfo)``; ``StepInfo.applied`` False means: skip, touch nothing."""
+    if maximize is False and grad_scale == 1.0 and max_grad_norm is None and skip_nonfinite is False \
+            and type(grad_scale) in (float, int):
+        return 1.0, APPLIED
+    maximize = V.flag(func, "maximize", maximize)
+    scale = V.grad_scale(func, grad_scale)
+    max_norm = V.max_grad_norm(func, max_grad_norm)
+    skip_nonfinite = V.flag(func, "skip_nonfinite", skip_nonfinite)
+    mul = (-1.0 if maximize else 1.0) / scale
+    norm = None
+    if max_norm is not None or skip_nonfinite:
+        sumsq = _dispatch.get_kernel("optim", "grad_sumsq", backend)(g)
+        norm = math.sqrt(sumsq) / scale if math.isfinite(sumsq) else float(sumsq) / scale
+        if skip_nonfinite and not math.isfinite(norm):
+            return mul, StepInfo(False, norm)
+        if max_norm is not None:
+            mul *= min(1.0, max_norm / (norm + CLIP_EPS))
+    return mul, StepInfo(True, norm)
 
 
 def _plain_arrays_ok(arrays) -> bool:

@@ -15,6 +15,6 @@ from .lbfgs import lbfgs
 from .optimizer import Optimizer
 from .._validate import Segments
 
-__all__ = ["Optimizer", "Segments", "SGD", "Momentum", "Adam", "AdamW", "AMSGrad", "NAdam", "RMSprop", "Adagrad", "Lion",
-           "StepInfo", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
+__all__ = ["Optimizer", "Segments", "SGD", "Momentum", "Adam", "AdamW", "AMSGrad", "NAdam", "RMSprop", "Adagrad",
+           "Lion", "StepInfo", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
            "rmsprop_step", "adagrad_step", "lion_step", "nadam_mu", "lbfgs"]

@@ -34,18 +34,23 @@ from __future__ import annotations
 import math
 
 from .. import _validate as V
-from .._step import StepCall, StepInfo, empty_state
+from .. import _dispatch
+from .._step import StepInfo, check_arrays, empty_state, grad_multiplier, segment_arrays
 
 __all__ = ["StepInfo", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
            "rmsprop_step", "adagrad_step", "lion_step", "nadam_mu"]
 
 
-def _common(call, segments, lr, weight_decay, decoupled, maximize, grad_scale, max_grad_norm, skip_nonfinite,
-            lr_factor=1.0, step_factor=1.0):
+def _common(f, backend, p, g, segments, lr, weight_decay, decoupled, maximize, grad_scale, max_grad_norm,
+            skip_nonfinite, lr_factor=1.0, step_factor=1.0):
     """Per-segment arrays and the gradient multiplier; ``info.applied`` False means skip."""
-    seg = call.segment_scalars(segments, lr, weight_decay, decoupled, lr_factor, step_factor)
-    grad_mul, info = call.grad_multiplier(maximize, grad_scale, max_grad_norm, skip_nonfinite)
+    seg = segment_arrays(f, p.size, segments, lr, weight_decay, decoupled, lr_factor, step_factor)
+    grad_mul, info = grad_multiplier(f, backend, g, maximize, grad_scale, max_grad_norm, skip_nonfinite)
     return seg, grad_mul, info
+
+
+def _kernel(name, backend):
+    return _dispatch.get_kernel("optim", name, backend)
 
 
 def sgd_step(p, g, *, lr, weight_decay=0.0, decoupled_weight_decay=False, maximize=False, grad_scale=1.0,
@@ -58,11 +63,12 @@ def sgd_step(p, g, *, lr, weight_decay=0.0, decoupled_weight_decay=False, maximi
       >>> fastopt.sgd_step(p, g, lr=0.1).applied, p
       (True, array([0.95, 2.1 ]))
     """
-    call = StepCall("sgd_step", ("p", "g"), (p, g), backend)
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite)
+    f = "sgd_step"
+    backend, (p, g) = check_arrays(f, ("p", "g"), (p, g), backend)
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize,
+                             grad_scale, max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.kernel("sgd")(call.p, call.g, *seg, mul)
+        _kernel("sgd", backend)(p, g, *seg, mul)
     return info
 
 
@@ -85,12 +91,12 @@ def momentum_step(p, g, m, *, lr, beta=0.9, weight_decay=0.0, decoupled_weight_d
       (array([-0.19]), array([0.71]))
     """
     f = "momentum_step"
-    call = StepCall(f, ("p", "g", "m"), (p, g, m), backend)
+    backend, (p, g, m) = check_arrays(f, ("p", "g", "m"), (p, g, m), backend)
     beta = V.beta(f, "beta", beta)
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite)
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize,
+                             grad_scale, max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.kernel("heavy_ball")(call.p, call.g, *call.state, *seg, mul, beta)
+        _kernel("heavy_ball", backend)(p, g, m, *seg, mul, beta)
     return info
 
 
@@ -106,7 +112,7 @@ def sgd_momentum_step(p, g, buf, *, step, lr, momentum=0.9, dampening=0.0, neste
       step: the 1-based index of this update (step 1 initialises ``buf`` with ``g``).
     """
     f = "sgd_momentum_step"
-    call = StepCall(f, ("p", "g", "buf"), (p, g, buf), backend)
+    backend, (p, g, buf) = check_arrays(f, ("p", "g", "buf"), (p, g, buf), backend)
     step = V.step_count(f, step)
     momentum = V.beta(f, "momentum", momentum)
     dampening = V.hyper(f, "dampening", dampening, low=0.0, high=1.0)
@@ -114,10 +120,10 @@ def sgd_momentum_step(p, g, buf, *, step, lr, momentum=0.9, dampening=0.0, neste
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError(f"{f}: nesterov needs momentum > 0 and dampening == 0, "
                          f"got momentum={momentum}, dampening={dampening}")
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite)
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize,
+                             grad_scale, max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.kernel("sgd_momentum")(call.p, call.g, *call.state, *seg, mul, momentum, dampening, nesterov,
+        _kernel("sgd_momentum", backend)(p, g, buf, *seg, mul, momentum, dampening, nesterov,
                                     step == 1)
     return info
 
@@ -161,20 +167,19 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     if amsgrad and vmax is None:
         raise ValueError(f"{f}: vmax must be given when amsgrad=True")
     if amsgrad:
-        call = StepCall(f, ("p", "g", "m", "v", "vmax"), (p, g, m, v, vmax), backend)
+        backend, (p, g, m, v, vmax) = check_arrays(f, ("p", "g", "m", "v", "vmax"), (p, g, m, v, vmax), backend)
     else:
-        call = StepCall(f, ("p", "g", "m", "v"), (p, g, m, v), backend)
+        backend, (p, g, m, v) = check_arrays(f, ("p", "g", "m", "v"), (p, g, m, v), backend)
+        vmax = empty_state(p)
     step = V.step_count(f, step)
     beta1, beta2 = V.beta(f, "beta1", beta1), V.beta(f, "beta2", beta2)
     eps = V.positive(f, "eps", eps)
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite, step_factor=1.0 / bc1)
     if info.applied:
-        m_, v_ = call.state[0], call.state[1]
-        vmax_ = call.state[2] if amsgrad else empty_state(call.p)
-        call.kernel("adam")(call.p, call.g, m_, v_, vmax_, *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
+        _kernel("adam", backend)(p, g, m, v, vmax, *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
     return info
 
 
@@ -201,7 +206,7 @@ def nadam_step(p, g, m, v, *, step, lr, mu_product, beta1=0.9, beta2=0.999, eps=
     Reference: Dozat, "Incorporating Nesterov momentum into Adam", ICLR workshop 2016.
     """
     f = "nadam_step"
-    call = StepCall(f, ("p", "g", "m", "v"), (p, g, m, v), backend)
+    backend, (p, g, m, v) = check_arrays(f, ("p", "g", "m", "v"), (p, g, m, v), backend)
     step = V.step_count(f, step)
     beta1, beta2 = V.beta(f, "beta1", beta1), V.beta(f, "beta2", beta2)
     eps = V.positive(f, "eps", eps)
@@ -211,10 +216,10 @@ def nadam_step(p, g, m, v, *, step, lr, mu_product, beta1=0.9, beta2=0.999, eps=
     mu_next = nadam_mu(step + 1, beta1, psi)
     coef_g = (1.0 - mu) / (1.0 - mu_product)
     coef_m = mu_next / (1.0 - mu_product * mu_next)
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite)
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize,
+                             grad_scale, max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.kernel("nadam")(call.p, call.g, *call.state, *seg, mul, beta1, beta2, eps, 1.0 - beta2 ** step,
+        _kernel("nadam", backend)(p, g, m, v, *seg, mul, beta1, beta2, eps, 1.0 - beta2 ** step,
                              coef_g, coef_m)
     return info
 
@@ -243,16 +248,17 @@ def rmsprop_step(p, g, sq, *, lr, alpha=0.99, eps=1e-8, momentum=0.0, centered=F
     if momentum > 0 and buf is None:
         raise ValueError(f"{f}: buf must be given when momentum > 0")
     state = [("sq", sq)] + ([("gavg", gavg)] if centered else []) + ([("buf", buf)] if momentum > 0 else [])
-    call = StepCall(f, ("p", "g") + tuple(n for n, _ in state), (p, g) + tuple(a for _, a in state), backend)
+    backend, (p, g, sq, *rest) = check_arrays(f, ("p", "g") + tuple(n for n, _ in state),
+                                              (p, g) + tuple(a for _, a in state), backend)
     alpha = V.hyper(f, "alpha", alpha, low=0.0, high=1.0, high_open=True)
     eps = V.positive(f, "eps", eps)
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite)
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize,
+                             grad_scale, max_grad_norm, skip_nonfinite)
     if info.applied:
-        rest = iter(call.state[1:])
-        gavg_ = next(rest) if centered else empty_state(call.p)
-        buf_ = next(rest) if momentum > 0 else empty_state(call.p)
-        call.kernel("rmsprop")(call.p, call.g, call.state[0], gavg_, buf_, *seg, mul, alpha, eps, momentum, centered)
+        rest = iter(rest)
+        gavg_ = next(rest) if centered else empty_state(p)
+        buf_ = next(rest) if momentum > 0 else empty_state(p)
+        _kernel("rmsprop", backend)(p, g, sq, gavg_, buf_, *seg, mul, alpha, eps, momentum, centered)
     return info
 
 
@@ -267,14 +273,14 @@ def adagrad_step(p, g, ssum, *, step, lr, lr_decay=0.0, eps=1e-10, weight_decay=
     Reference: Duchi, Hazan & Singer, JMLR 12 (2011).
     """
     f = "adagrad_step"
-    call = StepCall(f, ("p", "g", "ssum"), (p, g, ssum), backend)
+    backend, (p, g, ssum) = check_arrays(f, ("p", "g", "ssum"), (p, g, ssum), backend)
     step = V.step_count(f, step)
     lr_decay = V.nonnegative(f, "lr_decay", lr_decay)
     eps = V.positive(f, "eps", eps)
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite, lr_factor=1.0 / (1.0 + (step - 1) * lr_decay))
     if info.applied:
-        call.kernel("adagrad")(call.p, call.g, *call.state, *seg, mul, eps)
+        _kernel("adagrad", backend)(p, g, ssum, *seg, mul, eps)
     return info
 
 
@@ -290,11 +296,11 @@ def lion_step(p, g, m, *, lr, beta1=0.9, beta2=0.99, weight_decay=0.0, decoupled
     Reference: Chen et al., "Symbolic discovery of optimization algorithms", NeurIPS 2023, Alg. 2.
     """
     f = "lion_step"
-    call = StepCall(f, ("p", "g", "m"), (p, g, m), backend)
+    backend, (p, g, m) = check_arrays(f, ("p", "g", "m"), (p, g, m), backend)
     beta1 = V.hyper(f, "beta1", beta1, low=0.0, high=1.0)
     beta2 = V.beta(f, "beta2", beta2)
-    seg, mul, info = _common(call, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite)
+    seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize,
+                             grad_scale, max_grad_norm, skip_nonfinite)
     if info.applied:
-        call.kernel("lion")(call.p, call.g, *call.state, *seg, mul, beta1, beta2)
+        _kernel("lion", backend)(p, g, m, *seg, mul, beta1, beta2)
     return info

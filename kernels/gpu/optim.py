@@ -19,7 +19,8 @@ Arguments:
   once to the parameters' dtype and passed by value (float32 kernels get float32
   scalars), flags as ``int``. The decay rates whose complement the update needs
   (``beta1``, ``beta2``, ``alpha``, ``dampening``) go as double: the kernel forms
-  ``1 - beta`` in double before rounding, as the CPU kernels and PyTorch do. Host ``lr``, ``l2``, ``shrink`` are rounded likewise.
+  ``1 - beta`` in double before rounding, as the CPU kernels and PyTorch do. Host ``lr``,
+  ``l2``, ``shrink`` are rounded likewise.
 
 A zero-size ``p`` launches nothing.
 """
