@@ -295,10 +295,51 @@ def timed(benchmark, fn, *, group, label, budget_s=1.5, min_rounds=3, max_rounds
 
 # -- the summary --------------------------------------------------------------------------
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def library_state() -> str:
+    """The git commit of the checkout and a digest of the tracked library sources (kernels/, fastopt/).
+
+    The library may change while a long run is in progress (several people work in the
+    checkout): the summary compares the state at the start and at the end of the session.
+    """
+    import hashlib
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    try:  # the tracked sources (an untracked work-in-progress file of someone else does not count)
+        listed = subprocess.run(["git", "ls-files", "kernels", "fastopt"], cwd=_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        listed = []
+    h = hashlib.sha1()
+    for rel in sorted(listed):
+        if rel.endswith((".py", ".cu", ".cuh")):
+            h.update(rel.encode())
+            try:
+                with open(os.path.join(_ROOT, rel), "rb") as fh:
+                    h.update(fh.read())
+            except OSError:
+                pass
+    return f"{commit} (sources {h.hexdigest()[:10]})"
+
+
+LIBRARY_AT_START = library_state()
+
+
 def environment() -> dict:
-    env = {"python": platform.python_version(), "machine": platform.machine(),
+    end = library_state()
+    env = {"library_at_start": LIBRARY_AT_START, "library_at_end": end}
+    if end != LIBRARY_AT_START:
+        env["WARNING"] = "the library changed during this session: the rows may mix two versions"
+    env.update({"python": platform.python_version(), "machine": platform.machine(),
            "loadavg_1_5_15": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?",
-           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "cpu_count": os.cpu_count()}
+           "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "cpu_count": os.cpu_count()})
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
