@@ -290,25 +290,33 @@ def _features_x_rows(x, Z, zo, C, J, d, lo, hi):
 
 
 @jit(inline="always")
-def _dense_rows(Z, zo, n_in, theta, wo, bo, n_out, A, ao, C, J, lo, hi):
-    """a = z W (+ b on the value channel) for the rows of points lo..hi of every channel."""
-    zero = A.dtype.type(0)
+def _rows_matmul(X, xo, n_in, M, mo, n_out, Y, yo, C, J, lo, hi):
+    """Y = X M for the rows of points lo..hi of every channel; M row-major (n_in, n_out) at offset mo (axpy form)."""
+    zero = Y.dtype.type(0)
     nI, nO = U(n_in), U(n_out)  # new names: rebinding an int64 argument to uint64 stops vectorisation
     for c in range(C):
         for j in range(lo, hi):
             r = U(c * J + j)
-            zr = U(zo) + r * nI
-            ar = U(ao) + r * nO
+            xr = U(xo) + r * nI
+            yr = U(yo) + r * nO
             for i in range(nO):
-                A[ar + i] = zero
+                Y[yr + i] = zero
             for m in range(nI):
-                zm = Z[zr + m]
-                wr = U(wo) + m * nO
+                xm = X[xr + m]
+                mr = U(mo) + m * nO
                 for i in range(nO):
-                    A[ar + i] = _fma(zm, theta[wr + i], A[ar + i])
-            if c == 0:
-                for i in range(nO):
-                    A[ar + i] += theta[U(bo) + i]
+                    Y[yr + i] = _fma(xm, M[mr + i], Y[yr + i])
+
+
+@jit(inline="always")
+def _dense_rows(Z, zo, n_in, theta, wo, bo, n_out, A, ao, C, J, lo, hi):
+    """a = z W (+ b on the value channel) for the rows of points lo..hi of every channel."""
+    _rows_matmul(Z, zo, n_in, theta, wo, n_out, A, ao, C, J, lo, hi)
+    nO = U(n_out)
+    for j in range(lo, hi):
+        ar = U(ao) + U(j) * nO
+        for i in range(nO):
+            A[ar + i] += theta[U(bo) + i]
 
 
 @jit(inline="always")
@@ -490,21 +498,8 @@ def _colsum_rows(X, xo, n, G, go, lo, hi):
 
 @jit(inline="always")
 def _zgrad_rows(X, xo, n_out, WT, wto, n_in, Y, yo, C, J, lo, hi):
-    """zb = ab W^T for the rows of points lo..hi, with W^T (n_out, n_in) in the tape (axpy form)."""
-    zero = Y.dtype.type(0)
-    nI, nO = U(n_in), U(n_out)  # new names: rebinding an int64 argument to uint64 stops vectorisation
-    for c in range(C):
-        for j in range(lo, hi):
-            r = U(c * J + j)
-            yr = U(yo) + r * nI
-            xr = U(xo) + r * nO
-            for m in range(nI):
-                Y[yr + m] = zero
-            for i in range(nO):
-                a = X[xr + i]
-                wr = U(wto) + i * nI
-                for m in range(nI):
-                    Y[yr + m] = _fma(a, WT[wr + m], Y[yr + m])
+    """zb = ab W^T for the rows of points lo..hi, with W^T (n_out, n_in) in the tape."""
+    _rows_matmul(X, xo, n_out, WT, wto, n_in, Y, yo, C, J, lo, hi)
 
 
 # =========================================================================== the kernels
