@@ -75,6 +75,26 @@ def step_count(func: str, value) -> int:
     return int(value)
 
 
+def integer(func: str, name: str, value, minimum: int) -> int:
+    """An int >= ``minimum``; floats such as 100.0 and bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{_where(func, name)} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{_where(func, name)} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def boundaries(func: str, name: str, values, minimum: int) -> tuple:
+    """Strictly increasing ints >= ``minimum``, in the order given."""
+    out = []
+    for i, b in enumerate(values):
+        v = integer(func, f"{name}[{i}]", b, minimum)
+        if out and v <= out[-1]:
+            raise ValueError(f"{_where(func, name)} must be strictly increasing, got {out[-1]} then {v}")
+        out.append(v)
+    return tuple(out)
+
+
 def flag(func: str, name: str, value) -> bool:
     if value is True or value is False:
         return value

@@ -57,6 +57,8 @@ import numbers
 from collections.abc import Mapping
 from typing import Callable, Optional, Sequence, Union
 
+from . import _validate as V
+
 __all__ = [
     "Schedule",
     "ScheduleLike",
@@ -78,76 +80,15 @@ ScheduleLike = Union[float, int, Schedule]
 _INF = math.inf
 
 
-# ---------------------------------------------------------------------------
-# Validation helpers. They live here until fastopt/_validate.py gathers every
-# check of the package; each error names the function and the argument.
-# ---------------------------------------------------------------------------
-
 def _is_real(x) -> bool:
     # bool is an int subclass, but True as a learning rate is a bug, not 1.0.
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def _real(where: str, name: str, x) -> float:
-    """``x`` as a finite float, or TypeError/ValueError naming ``name``."""
-    if not _is_real(x):
-        raise TypeError(
-            f"{where}: {name} must be a real number, got {type(x).__name__} {x!r}")
-    v = float(x)
-    if not math.isfinite(v):
-        raise ValueError(f"{where}: {name} must be finite, got {x!r}")
-    return v
-
-
-def _nonneg(where: str, name: str, x) -> float:
-    v = _real(where, name, x)
-    if v < 0.0:
-        raise ValueError(f"{where}: {name} must be >= 0, got {x!r}")
-    return v
-
-
-def _positive(where: str, name: str, x) -> float:
-    v = _real(where, name, x)
-    if not v > 0.0:
-        raise ValueError(f"{where}: {name} must be > 0, got {x!r}")
-    return v
-
-
-def _int(where: str, name: str, x, minimum: int) -> int:
-    """``x`` as an int >= ``minimum``; floats such as 100.0 are refused."""
-    if not isinstance(x, numbers.Integral) or isinstance(x, bool):
-        raise TypeError(
-            f"{where}: {name} must be an int, got {type(x).__name__} {x!r}")
-    v = int(x)
-    if v < minimum:
-        raise ValueError(f"{where}: {name} must be >= {minimum}, got {x!r}")
-    return v
-
-
 def _is_numpy_bool(x) -> bool:
-    # Without importing NumPy: numpy.bool_ (NumPy 1) is numpy.bool (NumPy 2).
+    # numpy.bool_ (NumPy 1) is numpy.bool (NumPy 2).
     t = type(x)
     return t.__module__ == "numpy" and t.__name__ in ("bool_", "bool")
-
-
-def _flag(where: str, name: str, x) -> bool:
-    if not (isinstance(x, bool) or _is_numpy_bool(x)):
-        raise TypeError(
-            f"{where}: {name} must be a bool, got {type(x).__name__} {x!r}")
-    return bool(x)
-
-
-def _boundaries(where: str, name: str, xs, minimum: int) -> tuple:
-    """Strictly increasing ints >= ``minimum``, in the order given."""
-    out = []
-    for i, b in enumerate(xs):
-        v = _int(where, f"{name}[{i}]", b, minimum)
-        if out and v <= out[-1]:
-            raise ValueError(
-                f"{where}: {name} must be strictly increasing, got {out[-1]} "
-                f"then {v}")
-        out.append(v)
-    return tuple(out)
 
 
 def _bad_step(where: str, k):
@@ -160,7 +101,7 @@ def _coerce(where: str, name: str, lr) -> "_Schedule":
     if isinstance(lr, _Schedule):
         return lr
     if _is_real(lr):
-        return _Constant(_nonneg(where, name, lr))
+        return _Constant(V.nonnegative(where, name, lr))
     if isinstance(lr, (str, bytes)) or not callable(lr):
         raise TypeError(
             f"{where}: {name} must be a non-negative number or a callable "
@@ -392,7 +333,7 @@ def constant(value: float) -> Schedule:
       >>> lr(0), lr(10_000)
       (0.001, 0.001)
     """
-    return _Constant(_nonneg("schedules.constant", "value", value))
+    return _Constant(V.nonnegative("schedules.constant", "value", value))
 
 
 def exponential(init_value: float, decay_rate: float, transition_steps: int = 1,
@@ -439,15 +380,15 @@ def exponential(init_value: float, decay_rate: float, transition_steps: int = 1,
       ``optax/schedules/_schedule.py``).
     """
     where = "schedules.exponential"
-    init = _nonneg(where, "init_value", init_value)
-    rate = _real(where, "decay_rate", decay_rate)
+    init = V.nonnegative(where, "init_value", init_value)
+    rate = V.hyper(where, "decay_rate", decay_rate)
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"{where}: decay_rate must be in (0, 1], got {decay_rate!r}")
-    T = _int(where, "transition_steps", transition_steps, 1)
-    stair = _flag(where, "staircase", staircase)
+    T = V.integer(where, "transition_steps", transition_steps, 1)
+    stair = V.flag(where, "staircase", staircase)
     end = None
     if end_value is not None:
-        end = _nonneg(where, "end_value", end_value)
+        end = V.nonnegative(where, "end_value", end_value)
         if end > init:
             raise ValueError(
                 f"{where}: end_value is a floor and must be <= init_value "
@@ -502,9 +443,9 @@ def algebraic(init_value: float, alpha: float, k0: float = 1.0, *,
       Section 4.
     """
     where = "schedules.algebraic"
-    init = _nonneg(where, "init_value", init_value)
-    a = _real(where, "alpha", alpha)
-    strict = _flag(where, "strict", strict)
+    init = V.nonnegative(where, "init_value", init_value)
+    a = V.hyper(where, "alpha", alpha)
+    strict = V.flag(where, "strict", strict)
     if strict:
         if not 0.5 < a <= 1.0:
             raise ValueError(
@@ -513,7 +454,7 @@ def algebraic(init_value: float, alpha: float, k0: float = 1.0, *,
                 f"strict=False to allow any alpha > 0")
     elif not a > 0.0:
         raise ValueError(f"{where}: alpha must be > 0, got {alpha!r}")
-    k0v = _positive(where, "k0", k0)
+    k0v = V.positive(where, "k0", k0)
     return _Algebraic(init, a, k0v, strict)
 
 
@@ -549,7 +490,7 @@ def step(init_value: float,
       recognition", CVPR 2016 (rate divided by 10 at fixed steps).
     """
     where = "schedules.step"
-    init = _nonneg(where, "init_value", init_value)
+    init = V.nonnegative(where, "init_value", init_value)
     name = "boundaries_and_scales"
     if isinstance(boundaries_and_scales, Mapping):
         pairs = list(boundaries_and_scales.items())
@@ -566,8 +507,8 @@ def step(init_value: float,
                 raise TypeError(
                     f"{where}: {name}[{i}] must be a (boundary, scale) pair, "
                     f"got {p!r}")
-    bounds = _boundaries(where, f"{name} boundaries", [b for b, _ in pairs], 0)
-    scales = tuple(_nonneg(where, f"{name} scale at boundary {b}", s)
+    bounds = V.boundaries(where, f"{name} boundaries", [b for b, _ in pairs], 0)
+    scales = tuple(V.nonnegative(where, f"{name} scale at boundary {b}", s)
                    for b, s in pairs)
     return _Step(init, bounds, scales)
 
@@ -601,9 +542,9 @@ def cosine(init_value: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
       warm restarts", ICLR 2017, Eq. (5).
     """
     where = "schedules.cosine"
-    init = _nonneg(where, "init_value", init_value)
-    T = _int(where, "decay_steps", decay_steps, 1)
-    a = _real(where, "alpha", alpha)
+    init = V.nonnegative(where, "init_value", init_value)
+    T = V.integer(where, "decay_steps", decay_steps, 1)
+    a = V.hyper(where, "alpha", alpha)
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"{where}: alpha must be in [0, 1], got {alpha!r}")
     return _Cosine(init, T, a)
@@ -649,9 +590,9 @@ def linear_warmup(warmup_steps: int, peak_value: float, init_value: float = 0.0,
       1 hour", arXiv:1706.02677, 2017, Section 2.2 (gradual warm-up).
     """
     where = "schedules.linear_warmup"
-    W = _int(where, "warmup_steps", warmup_steps, 0)
-    peak = _nonneg(where, "peak_value", peak_value)
-    init = _nonneg(where, "init_value", init_value)
+    W = V.integer(where, "warmup_steps", warmup_steps, 0)
+    peak = V.nonnegative(where, "peak_value", peak_value)
+    init = V.nonnegative(where, "init_value", init_value)
     nxt = None if then is None else _coerce(where, "then", then)
     return _LinearWarmup(W, peak, init, nxt)
 
@@ -704,7 +645,7 @@ def join(schedules: Sequence[ScheduleLike], boundaries: Sequence[int]) -> Schedu
             f"{len(schedules) - 1} entries, got {len(boundaries)}")
     scheds = tuple(_coerce(where, f"schedules[{i}]", s)
                    for i, s in enumerate(schedules))
-    bounds = _boundaries(where, "boundaries", boundaries, 1)
+    bounds = V.boundaries(where, "boundaries", boundaries, 1)
     return _Join(scheds, bounds)
 
 
