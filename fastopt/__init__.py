@@ -1,7 +1,8 @@
 """fastopt: compiled kernels and optimisation strategies for small scientific-ML networks.
 
-Fused optimiser updates over one flat parameter buffer (Numba on the CPU, CuPy on
-the GPU) behind one thin dispatcher. Importing fastopt never imports CuPy.
+Fused optimiser updates over one flat parameter buffer, small networks that carry
+their input derivatives (fastopt.nn, fastopt.fourier), on Numba (CPU) and CuPy (GPU)
+kernels behind one thin dispatcher. Importing fastopt never imports CuPy.
 
 Example:
   >>> import numpy as np, fastopt
@@ -9,7 +10,7 @@ Example:
   >>> fastopt.adam_step(p, g, m, v, step=1, lr=0.1).applied
   True
 """
-from . import optim, schedules
+from . import fourier, init, nn, optim, schedules
 from .backend import available_backends, gpu_status, to_backend, use_backend
 from .optim import (StepInfo, adagrad_step, adam_step, lion_step, momentum_step, nadam_step, rmsprop_step,
                     sgd_momentum_step, sgd_step)
@@ -17,6 +18,6 @@ from .params import FlatParams
 
 __version__ = "0.1.0"
 
-__all__ = ["optim", "schedules", "FlatParams", "StepInfo", "use_backend", "available_backends", "gpu_status",
+__all__ = ["optim", "schedules", "nn", "fourier", "init", "FlatParams", "StepInfo", "use_backend", "available_backends", "gpu_status",
            "to_backend", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
            "rmsprop_step", "adagrad_step", "lion_step", "__version__"]

@@ -25,8 +25,11 @@ import numpy as np
 BACKEND_PACKAGES = {
     "cpu": "fastopt.kernels.cpu",
     "gpu": "fastopt.kernels.gpu",
-    "reference": "fastopt.kernels",  # the float64 oracle: all families in ``reference.py``
+    "reference": "fastopt.kernels",  # the float64 oracle, one module per group of families below
 }
+#: The reference backend's module of each family (the others: ``<package>.<family>``).
+REFERENCE_MODULES = {"optim": "reference", "fourier": "reference_nn", "mlp": "reference_nn",
+                     "gram": "reference_ls", "ls": "reference_ls"}
 BACKENDS = tuple(BACKEND_PACKAGES)
 
 _active = contextvars.ContextVar("fastopt_backend", default=None)
@@ -152,7 +155,12 @@ def get_kernel(family: str, name: str, backend: str):
     """The kernel ``name`` of ``family`` ("optim", ...) for ``backend``, imported lazily and cached."""
     check_backend_name(backend)
     package = BACKEND_PACKAGES[backend]
-    module_name = f"{package}.reference" if backend == "reference" else f"{package}.{family}"
+    if backend == "reference":
+        if family not in REFERENCE_MODULES:
+            raise LookupError(f"no kernel family {family!r}; the families are {sorted(REFERENCE_MODULES)}")
+        module_name = f"{package}.{REFERENCE_MODULES[family]}"
+    else:
+        module_name = f"{package}.{family}"
     module = importlib.import_module(module_name)
     try:
         return getattr(module, name)

@@ -232,3 +232,58 @@ def grad_scale(func: str, value) -> float:
 
 def max_grad_norm(func: str, value):
     return None if value is None else positive(func, "max_grad_norm", value)
+
+
+# =========================================================================== networks ("fourier", "mlp")
+#: Derivative order -> number of channels for input dimension d: u; u, grad u; u, grad u, Laplacian.
+def n_channels(order: int, d: int) -> int:
+    return 1 if order == 0 else (1 + d if order == 1 else 2 + d)
+
+
+def derivative_order(func: str, value) -> int:
+    """The derivative channels wanted: 0 (value), 1 (+ gradient) or 2 (+ gradient and Laplacian)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in (0, 1, 2):
+        raise ValueError(f"{_where(func, 'order')} must be 0 (u), 1 (u and its gradient) or 2 "
+                         f"(u, gradient and Laplacian), got {value!r}")
+    return int(value)
+
+
+def all_finite(func: str, name: str, a) -> None:
+    """Every entry of ``a`` is finite (one pass; NumPy or CuPy)."""
+    if a.size == 0:
+        return
+    if type(a) is np.ndarray:
+        ok = bool(np.isfinite(a).all())
+    else:  # CuPy: the same reduction on the device (one synchronisation)
+        ok = _cupy_isfinite_all(a)
+    if not ok:
+        raise ValueError(f"{_where(func, name)} holds NaN or inf values; fastopt computes nothing from them")
+
+
+def _cupy_isfinite_all(a) -> bool:
+    import cupy  # only reached with CuPy arrays in play
+
+    return bool(cupy.isfinite(a).all())
+
+
+def points(func: str, name: str, x, d: int, dtype) -> None:
+    """Input points: a finite, C-contiguous ``(J, d)`` array of the network's dtype."""
+    float_array(func, name, x, writable=False)
+    if x.ndim != 2 or x.shape[1] != d:
+        raise ValueError(f"{_where(func, name)} must have shape (J, {d}) (points x input dimension {d}), "
+                         f"got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise TypeError(f"{_where(func, name)} must have the network's dtype {np.dtype(dtype)}, got {x.dtype}; "
+                        f"convert it with x.astype(np.{np.dtype(dtype)})")
+    all_finite(func, name, x)
+
+
+def array_of(func: str, name: str, a, shape: tuple, dtype, *, writable: bool, finite: bool = False) -> None:
+    """A C-contiguous array of exactly this shape and dtype (an output if ``writable``)."""
+    float_array(func, name, a, writable=writable)
+    if a.dtype != dtype:
+        raise TypeError(f"{_where(func, name)} must have dtype {np.dtype(dtype)}, got {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{_where(func, name)} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+    if finite:
+        all_finite(func, name, a)

@@ -172,6 +172,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The initialisations live in fastopt.init (host NumPy shared with fastopt.nn.MLP); the old names stay here.
+from fastopt.init import box as init_box
+from fastopt.init import dense_layers
+from fastopt.init import fourier_gaussian as init_fourier_gaussian
+from fastopt.init import glorot_uniform as init_glorot_uniform
+from fastopt.init import uniform as init_uniform
+
 F64 = np.float64
 
 #: Activation name -> the integer code a kernel receives.
@@ -596,54 +603,6 @@ class NetSpec:
 
 
 # =========================================================================== initialisations (host)
-def init_glorot_uniform(rng, fan_in, fan_out):
-    """W ~ U(-r, r), r = sqrt(6 / (fan_in + fan_out)), shape (fan_in, fan_out) (Glorot & Bengio 2010)."""
-    r = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-r, r, size=(fan_in, fan_out))
-
-
-def init_uniform(rng, shape, low, high):
-    """U(low, high) of the given shape (the lecture: U(-3 pi, 3 pi) for the first layer)."""
-    return rng.uniform(low, high, size=shape)
-
-
-def init_box(rng, fan_in, fan_out, lo=0.0, hi=1.0, scale=1.0):
-    """Box initialisation (Cyr et al. 2020): hyperplanes through random points of the input box.
-
-    For each unit j: a point p_j ~ U([lo, hi]^fan_in), a unit normal n_j (a normalised standard
-    Gaussian: uniform on the sphere) and the scale k_j that makes the largest pre-activation
-    over the box equal to ``scale``::
-
-        a_j(z) = k_j n_j . (z - p_j),   k_j = scale / max_{z in box} n_j . (z - p_j)
-              => W[:, j] = k_j n_j,     b_j = -k_j n_j . p_j
-
-    the maximum being attained at the corner z_i = hi where n_ji > 0, lo otherwise. So every
-    unit's transition (a_j = 0) crosses the box, at a uniformly spread place, and no unit is
-    saturated or dead over the whole box. Cyr et al. use [0, 1]^d and scale 1 for ReLU layers
-    whose inputs lie in [0, 1]; for tanh or sin layers the box of a hidden layer is the
-    activation's range [-1, 1]. Their variant for deep residual networks (boxes that grow
-    with depth) is not implemented. (Written from the paper's description, arXiv:1912.04862;
-    the paper's text could not be consulted here. The construction agrees with the ReLU
-    branch of a public JAX implementation of "box init (Cyr et al. 2020)".)
-
-    Returns:
-      ``(W, b)``: (fan_in, fan_out) and (fan_out,).
-    """
-    p = rng.uniform(lo, hi, size=(fan_in, fan_out))
-    n = rng.standard_normal((fan_in, fan_out))
-    n /= np.linalg.norm(n, axis=0, keepdims=True)
-    corner = np.where(n > 0, hi, lo)
-    k = scale / np.sum(n * (corner - p), axis=0)
-    W = k * n
-    b = -k * np.sum(n * p, axis=0)
-    return W, b
-
-
-def init_fourier_gaussian(rng, d, K, sigma=1.0):
-    """B ~ N(0, sigma^2), shape (d, K) (Tancik et al. 2020)."""
-    return sigma * rng.standard_normal((d, K))
-
-
 def init_network(spec, rng, *, hidden="glorot", first=None, uniform_range=(-3 * math.pi, 3 * math.pi),
                  box=(0.0, 1.0), fourier_sigma=1.0, dtype=F64):
     """A FlatParams for ``spec``, initialised, and the frequencies ``B``.
@@ -664,23 +623,9 @@ def init_network(spec, rng, *, hidden="glorot", first=None, uniform_range=(-3 * 
       frequencies: the ``"fourier.B"`` view of ``params`` when trainable, else a new array.
     """
     params = spec.flat_params(dtype)
-    widths = [int(w) for w in spec.widths]
-    for l in range(len(widths) - 1):
-        scheme = (first or hidden) if l == 0 else hidden
-        fan_in, fan_out = widths[l], widths[l + 1]
-        if scheme == "glorot":
-            W, b = init_glorot_uniform(rng, fan_in, fan_out), np.zeros(fan_out)
-        elif scheme == "uniform":
-            W = init_uniform(rng, (fan_in, fan_out), *uniform_range)
-            b = init_uniform(rng, (fan_out,), *uniform_range)
-        elif scheme == "box":
-            lo, hi = box if l == 0 else (-1.0, 1.0)
-            W, b = init_box(rng, fan_in, fan_out, lo, hi)
-        else:
-            raise ValueError(f"init_network: unknown scheme {scheme!r}; use 'glorot', 'uniform' or 'box'")
-        params[f"dense{l}.W"] = W
-        params[f"dense{l}.b"] = b
-    params["out.c"] = init_glorot_uniform(rng, widths[-1], 1)[:, 0]
+    for name, value in dense_layers(rng, spec.widths, hidden, first, uniform_range, box).items():
+        params[name] = value
+    params["out.c"] = init_glorot_uniform(rng, spec.n_basis, 1)[:, 0]
     B = init_fourier_gaussian(rng, spec.d, spec.fourier_K, fourier_sigma).astype(dtype)
     if spec.train_B:
         params["fourier.B"] = B
