@@ -209,6 +209,7 @@ class MLP:
         self._init_params(init, first_init, uniform_range, box, seed)
         self._workspaces = OrderedDict()
         self._last = None
+        self._bind_kernels()
 
     # ----------------------------------------------------------------- construction
     @property
@@ -280,7 +281,17 @@ class MLP:
         return _dispatch.get_kernel("mlp", name, self.backend)
 
     def _config(self):
+        """The kernels' configuration arguments after ``(x, B, theta)`` (fixed at construction)."""
         return (self.widths, ACTIVATIONS[self.activation], self.scale, self.keep_x, self.train_B, self.out_bias)
+
+    def _bind_kernels(self):
+        """Look the kernels and the configuration up once: a training step pays no lookup."""
+        self._fwd, self._bwd = self._kernel("mlp_forward"), self._kernel("mlp_backward")
+        self._cfg = self._config()
+        self._host = self.backend != "gpu"
+        self._grad_ok = None      # the last grad buffer that passed its checks (layouts never change)
+        self._theta = self.params.data           # FlatParams never reallocates its buffer
+        self._none = self._theta[:0]             # "no ansatz": a size-0 array of the dtype
 
     def _workspace(self, J, order):
         key = (J, order)
@@ -311,18 +322,23 @@ class MLP:
           arrays: valid until the next forward on the same shape.
         """
         f = "MLP.forward"
-        _, (x,) = _dispatch.resolve(f, [("x", x)], "cpu" if self.backend == "reference" else self.backend)
-        V.points(f, "x", x, self.d, self.dtype)
-        order = V.derivative_order(f, order)
-        C = V.n_channels(order, self.d)
+        # the common case (a contiguous NumPy batch of the right shape and dtype) in a few attribute tests
+        if not (self._host and type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.shape[1] == self.d and x.flags.c_contiguous and (order == 0 or order == 1 or order == 2)
+                and type(order) is int):
+            _, (x,) = _dispatch.resolve(f, [("x", x)], "cpu" if self.backend == "reference" else self.backend)
+            V.points(f, "x", x, self.d, self.dtype)
+            order = V.derivative_order(f, order)
+        elif x.size and not np.isfinite(x).all():
+            V.all_finite(f, "x", x)                  # raises, with the message
+        C = 1 if order == 0 else (1 + self.d if order == 1 else 2 + self.d)
         J = x.shape[0]
         if self.ansatz is not None:
             phi, g = self.ansatz.channels(f, x, C)
         else:
-            phi = g = self.params.data[:0]
+            phi = g = self._none
         ws = self._workspace(J, order)
-        self._kernel("mlp_forward")(x, self.B, self.params.data, *self._config(), phi, g, ws["out"], ws["basis"],
-                                    ws["tape"])
+        self._fwd(x, self.B, self._theta, *self._cfg, phi, g, ws["out"], ws["basis"], ws["tape"])
         self._last = (x, phi, ws)
         return Output(ws["out"], ws["basis"])
 
@@ -335,7 +351,9 @@ class MLP:
 
         Args:
           adj: (C, J) adjoints ``dL/d(channel)`` of the output channels of the last :meth:`forward`
-            (channels of any order; zeros where the loss does not look).
+            (channels of any order; zeros where the loss does not look). Not checked for NaN/inf:
+            a diverged loss gives a non-finite gradient, which an optimiser with
+            ``skip_nonfinite=True`` skips (and ``fastopt.optim`` reports).
           grad: optional :class:`FlatParams` with this network's layout (overwritten); a new one if None.
         Returns:
           ``grad``: every parameter's gradient, laid out like :attr:`params` (pass it to an optimiser).
@@ -349,18 +367,19 @@ class MLP:
             raise RuntimeError(f"{f}: call forward(x, order) first; backward differentiates the last forward pass")
         x, phi, ws = self._last
         out = ws["out"]
-        _, (adj,) = _dispatch.resolve(f, [("adj", adj)], "cpu" if self.backend == "reference" else self.backend)
-        V.array_of(f, "adj", adj, out.shape, self.dtype, writable=False, finite=True)
+        if adj is not ws["adj"]:     # the network's own adjoint buffer (loss_and_grad) needs no checks
+            _, (adj,) = _dispatch.resolve(f, [("adj", adj)], "cpu" if self.backend == "reference" else self.backend)
+            V.array_of(f, "adj", adj, out.shape, self.dtype, writable=False)
         if grad is None:
             grad = self.params.zeros_like()
-        else:
+        elif grad is not self._grad_ok:
             self._check_grad(f, grad)
-        self._kernel("mlp_backward")(x, self.B, self.params.data, *self._config(), phi, ws["basis"], ws["tape"],
-                                     adj, grad.data)
+            self._grad_ok = grad
+        self._bwd(x, self.B, self._theta, *self._cfg, phi, ws["basis"], ws["tape"], adj, grad.data)
         return grad
 
     def _check_grad(self, f, grad):
-        if not isinstance(grad, FlatParams) or grad.slots != self.params.slots:
+        if not isinstance(grad, FlatParams) or grad._slots != self.params._slots:
             raise ValueError(f"{f}: grad must be a FlatParams with the network's layout (net.params.zeros_like())")
         if grad.data is self.params.data or np.shares_memory(_to_host_view(grad.data), _to_host_view(self.params.data)):
             raise ValueError(f"{f}: grad must not share memory with the parameters")

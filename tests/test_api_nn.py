@@ -232,16 +232,25 @@ def test_backward_rejects_bad_adjoints_and_buffers(net_and_x):
         net.backward(np.zeros((1, x.shape[0])), grad)
     with pytest.raises(TypeError, match="MLP.backward: adj must have dtype float64"):
         net.backward(np.zeros(u.shape, F32), grad)
-    nan_adj = np.zeros(u.shape)
-    nan_adj[0, 0] = np.inf
-    with pytest.raises(ValueError, match="MLP.backward: adj holds NaN or inf"):
-        net.backward(nan_adj, grad)
     other = make_net(2, hidden=(5, 3)).params.zeros_like()
     with pytest.raises(ValueError, match="grad must be a FlatParams with the network's layout"):
         net.backward(np.zeros(u.shape), other)
     with pytest.raises(ValueError, match="grad must not share memory"):
         net.backward(np.zeros(u.shape), net.params)
     np.testing.assert_array_equal(grad.data, 7.0)     # nothing written by the failed calls
+
+
+def test_nonfinite_adjoints_reach_the_optimizer_which_skips_them(net_and_x):
+    net, x = net_and_x
+    u = net.forward(x).u
+    adj = np.zeros(u.shape)
+    adj[0, 0] = np.inf                        # a diverged loss: not an input error
+    grad = net.backward(adj)
+    assert not np.all(np.isfinite(grad.data))
+    before = net.params.data.copy()
+    info = fastopt.optim.Adam(net.params, lr=1e-3, skip_nonfinite=True).step(grad)
+    assert not info.applied
+    np.testing.assert_array_equal(net.params.data, before)
 
 
 def test_constructor_rejects_bad_configurations():

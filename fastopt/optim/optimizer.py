@@ -136,10 +136,12 @@ class Optimizer:
 
     def _grad_parts(self, grads):
         if isinstance(grads, FlatParams):
-            if not isinstance(self.params, FlatParams) or grads.slots != self.params.slots:
+            # private attributes: the public properties copy their dicts, a cost on every step
+            if not isinstance(self.params, FlatParams) or (grads._slots is not self.params._slots
+                                                           and grads._slots != self.params._slots):
                 raise ValueError(f"{self._func}.step: grads must be laid out like the parameters "
                                  f"(use params.zeros_like())")
-            return [grads.buffers[part.key] for part in self._parts]
+            return [grads._buffers[part.key] for part in self._parts]
         if len(self._parts) != 1:
             raise TypeError(f"{self._func}.step: the parameters span {len(self._parts)} dtype buffers; "
                             f"grads must be a FlatParams laid out like them")
