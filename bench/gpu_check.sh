@@ -5,8 +5,9 @@
 #   bash bench/gpu_check.sh            # from anywhere; PYTHON=python3.12 to choose the interpreter
 #
 # Stages: editable install (no dependencies, no build isolation), nvidia-smi, the
-# NVRTC compile check, the GPU tests (-m gpu), the GPU benchmarks. Every stage
-# runs even when an earlier one failed; the exit status is non-zero if any failed.
+# NVRTC compile check, the GPU tests (-m gpu), the GPU benchmarks (optim; fourier
+# and mlp). Every stage runs even when an earlier one failed; the exit status is
+# non-zero if any failed.
 # Each stage has a time limit, so the whole script ends within a few minutes.
 set -u
 
@@ -41,6 +42,8 @@ print('cupy', cupy.__version__, 'CUDA runtime', cupy.cuda.runtime.runtimeGetVers
 stage compile-check 120 "$PY" -m fastopt.kernels.gpu.compile_check
 stage gpu-tests 300 "$PY" -m pytest -m gpu tests -q -rs -p no:cacheprovider
 stage gpu-bench 300 "$PY" -m pytest bench/bench_gpu_optim.py --benchmark-only -q -s -rs \
+    -p no:cacheprovider --benchmark-columns=min,median,max,rounds --benchmark-sort=name
+stage gpu-bench-nn 240 "$PY" -m pytest bench/bench_gpu_nn.py --benchmark-only -q -s -rs \
     -p no:cacheprovider --benchmark-columns=min,median,max,rounds --benchmark-sort=name
 
 echo

@@ -33,6 +33,16 @@ KERNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
          "lion", "grad_sumsq_partial"),
         ("grad_sumsq_finish",),
     ),
+    "fourier.cu": (
+        ("fourier_forward", "fourier_backward_partial", "fourier_backward_finish_B",
+         "fourier_backward_finish_x"),
+        (),
+    ),
+    "mlp.cu": (
+        ("activation_table", "ansatz_forward", "ansatz_backward", "bias_act_forward", "output_forward",
+         "output_backward", "act_backward", "sum_chunks"),
+        (),
+    ),
 }
 
 #: Element types: NumPy dtype -> C++ type of the template argument.
