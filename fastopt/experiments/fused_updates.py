@@ -14,42 +14,15 @@ import numpy as np
 import fastopt
 from fastopt import optim
 
+from .gd_quadratic import gd_sweep as _gd_sweep
+from .gd_quadratic import quadratic
+
 __all__ = ["quadratic", "gd_sweep", "optimiser_race", "speed", "main"]
 
 
-def quadratic(dim: int, seed: int, lam_min: float = 0.1, lam_max: float = 10.0):
-    """A symmetric positive definite A with eigenvalues log-uniform in [lam_min, lam_max] (ends included)."""
-    rng = np.random.default_rng(seed)
-    lam = np.exp(rng.uniform(np.log(lam_min), np.log(lam_max), dim))
-    lam[0], lam[-1] = lam_min, lam_max
-    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    return (q * lam) @ q.T, lam
-
-
 def gd_sweep(a, lam, rates, steps: int, seed: int, backend="cpu"):
-    """Gradient descent at each rate: measured and predicted contraction per step.
-
-    Returns a list of dicts: rate, predicted = max|1 - gamma lambda|, measured = the
-    geometric mean contraction of |theta| over the last half of the run, final |theta|.
-    """
-    rng = np.random.default_rng(seed)
-    theta0 = rng.standard_normal(a.shape[0])
-    rows = []
-    for rate in rates:
-        theta = theta0.copy()
-        grad = np.empty_like(theta)
-        norms = []
-        for _ in range(steps):
-            np.dot(a, theta, out=grad)
-            fastopt.sgd_step(theta, grad, lr=float(rate), backend=backend)
-            norms.append(np.linalg.norm(theta))
-            if not np.isfinite(norms[-1]) or norms[-1] > 1e150:
-                break
-        half = len(norms) // 2
-        measured = (norms[-1] / norms[half]) ** (1.0 / max(1, len(norms) - 1 - half))
-        rows.append(dict(rate=float(rate), predicted=float(np.max(np.abs(1 - rate * lam))),
-                         measured=float(measured), final=float(norms[-1])))
-    return rows
+    """Gradient descent at each rate (:func:`fastopt.experiments.gd_quadratic.gd_sweep`): its rows."""
+    return _gd_sweep(a, lam, rates, steps, seed, backend)[0]
 
 
 def optimiser_race(a, steps: int, seed: int, tol: float = 1e-6):
