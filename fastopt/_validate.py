@@ -287,3 +287,221 @@ def array_of(func: str, name: str, a, shape: tuple, dtype, *, writable: bool, fi
         raise ValueError(f"{_where(func, name)} must have shape {tuple(shape)}, got {tuple(a.shape)}")
     if finite:
         all_finite(func, name, a)
+
+
+# =========================================================================== least squares ("gram") and quadrature
+# The checks of fastopt.ls and fastopt.quadrature. Inputs (rows, weights, y, A, b) may have any
+# strides (they are only read); outputs must be C-contiguous and writable (``array_of``).
+LS_METHODS = ("auto", "cholesky", "eigh")
+
+
+def ls_input(func: str, name: str, a, ndim: int, what: str) -> None:
+    """A float32/float64 input array with ``ndim`` dimensions (``what`` describes the shape)."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or not hasattr(a, "shape"):
+        raise TypeError(f"{_where(func, name)} must be an array, got {type(a).__name__}")
+    if dtype.char not in _FLOAT_CHARS:
+        raise TypeError(f"{_where(func, name)} must be float32 or float64, got {dtype}")
+    if not dtype.isnative:
+        raise TypeError(f"{_where(func, name)} must be in the machine's byte order, got {dtype.str}")
+    if a.ndim != ndim:
+        raise ValueError(f"{_where(func, name)} must have shape {what}, got {tuple(a.shape)}")
+
+
+def ls_finite(func: str, name: str, a) -> None:
+    """Every entry of ``a`` is finite. One pass of ``sum`` first (no temporary of ``a``'s size, unlike
+    ``isfinite``); only when the sum is not finite does :func:`all_finite` look element by element
+    (a sum of huge finite values may overflow: those are accepted)."""
+    if a.size == 0:
+        return
+    if math.isfinite(float(a.sum(dtype=np.float64))):
+        return
+    all_finite(func, name, a)
+
+
+def ls_rows(func: str, name: str, rows, *, check_finite: bool) -> tuple:
+    """Rows ``(J, N)`` of the LS system with N >= 1; returns ``(J, N)``."""
+    ls_input(func, name, rows, 2, "(J, N) (points x basis functions)")
+    if rows.shape[1] < 1:
+        raise ValueError(f"{_where(func, name)} must have at least one column (basis function), got shape "
+                         f"{tuple(rows.shape)}")
+    if check_finite:
+        ls_finite(func, name, rows)
+    return tuple(rows.shape)
+
+
+def ls_weights(func: str, weights, J: int, *, check_finite: bool):
+    """Quadrature/loss weights: None (1/J each), one number >= 0 for every row, or an array ``(J,)`` >= 0.
+
+    Returns the kernel's float64 weight vector: ``(J,)``, or ``(1,)`` for one weight for every row.
+    NumPy or CuPy, as given (a Python scalar or None gives NumPy).
+    """
+    if weights is None:
+        return np.array([1.0 / J if J else 0.0])
+    if getattr(weights, "ndim", None) == 0 and getattr(weights, "dtype", np.dtype(object)).kind in "fiu":
+        weights = weights.item()  # a 0-d array is one number
+    if isinstance(weights, (Real, np.floating, np.integer)) and not isinstance(weights, bool):
+        return np.array([nonnegative(func, "weights", weights)])
+    if isinstance(weights, bool):
+        raise TypeError(f"{_where(func, 'weights')} must be None, a number >= 0 or an array of shape ({J},), "
+                        f"got bool")
+    dtype = getattr(weights, "dtype", None)
+    if dtype is None or dtype.kind not in "fiu" or getattr(weights, "ndim", None) != 1:
+        what = f"{type(weights).__name__} of dtype {dtype}" if dtype is not None else type(weights).__name__
+        raise TypeError(f"{_where(func, 'weights')} must be None, a number >= 0 or a 1-D real array of shape "
+                        f"({J},), got {what}")
+    if weights.shape[0] != J:
+        raise ValueError(f"{_where(func, 'weights')} must have shape ({J},) (one weight per row), "
+                         f"got {tuple(weights.shape)}")
+    w = weights.astype(np.float64, copy=False)
+    if J == 0:
+        return w
+    if check_finite:
+        ls_finite(func, "weights", w)
+    low = float(w.min())
+    if not low >= 0.0:  # NaN reaches here only with check_finite=False
+        raise ValueError(f"{_where(func, 'weights')} must be >= 0 (W = diag(w) weighs squared residuals; "
+                         f"a negative weight makes the loss unbounded below), got a minimum of {low}")
+    return w
+
+
+def ls_rhs(func: str, y, J: int, *, check_finite: bool) -> None:
+    """The right-hand side ``y`` of shape ``(J,)``."""
+    ls_input(func, "y", y, 1, f"({J},)")
+    if y.shape[0] != J:
+        raise ValueError(f"{_where(func, 'y')} must have shape ({J},) (one value per row), got {tuple(y.shape)}")
+    if check_finite:
+        ls_finite(func, "y", y)
+
+
+def ls_dtype(func: str, dtype) -> np.dtype:
+    """The accumulation dtype of a Gram system: float64 (default) or float32."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{_where(func, 'dtype')} must be float32 or float64, got {dtype!r}") from None
+    if dt.char not in _FLOAT_CHARS:
+        raise TypeError(f"{_where(func, 'dtype')} must be float32 or float64, got {dt}")
+    return dt
+
+
+def tile_rows(func: str, tile) -> int:
+    """Rows per tile of a Gram assembly: an int >= 1."""
+    return integer(func, "tile", tile, 1)
+
+
+def ls_system(func: str, A, b) -> int:
+    """``A`` square ``(N, N)``, symmetric, finite; ``b`` ``(N,)`` finite; N >= 1. Returns N.
+
+    Symmetric means ``max|A - A^T| <= sqrt(eps) max|A|`` (eps of A's dtype): rounding in an
+    assembly that did not symmetrise passes, a matrix that is not a Gram matrix does not.
+    """
+    ls_input(func, "A", A, 2, "(N, N)")
+    N = A.shape[0]
+    if A.shape[1] != N or N < 1:
+        raise ValueError(f"{_where(func, 'A')} must be a square (N, N) matrix with N >= 1, got {tuple(A.shape)}")
+    ls_input(func, "b", b, 1, f"({N},)")
+    if b.shape[0] != N:
+        raise ValueError(f"{_where(func, 'b')} must have shape ({N},) to match A {tuple(A.shape)}, "
+                         f"got {tuple(b.shape)}")
+    scale = float(abs(A).max())
+    if not math.isfinite(scale):  # NaN and inf reach the max: only then the element-wise check (message)
+        all_finite(func, "A", A)
+    all_finite(func, "b", b)
+    asym = float(abs(A - A.T).max())
+    if asym > math.sqrt(float(np.finfo(A.dtype).eps)) * scale:
+        raise ValueError(f"{_where(func, 'A')} must be symmetric (a Gram matrix), but max|A - A^T| = {asym:.3g} "
+                         f"with max|A| = {scale:.3g}")
+    return N
+
+
+def ls_method(func: str, method) -> str:
+    if method not in LS_METHODS:
+        raise ValueError(f"{_where(func, 'method')} must be one of {', '.join(map(repr, LS_METHODS))}, "
+                         f"got {method!r}")
+    return method
+
+
+def ls_rcond(func: str, rcond):
+    """None (the default cut) or a relative eigenvalue cut-off in [0, 1)."""
+    return None if rcond is None else hyper(func, "rcond", rcond, low=0.0, high=1.0, high_open=True)
+
+
+def operator_channels(func: str, channels, coef) -> tuple:
+    """Basis channels ``(C, J, N)`` and operator coefficients ``(C, J)`` or ``(C,)``; returns ``(C, J, N)``."""
+    ls_input(func, "channels", channels, 3, "(C, J, N) (channels x points x basis functions)")
+    C, J, N = channels.shape
+    if C < 1:
+        raise ValueError(f"{_where(func, 'channels')} must have at least one channel, got {tuple(channels.shape)}")
+    ls_input(func, "coef", coef, coef.ndim if coef.ndim in (1, 2) else 2, f"({C}, {J}) or ({C},)")
+    if coef.shape not in ((C, J), (C,)):
+        raise ValueError(f"{_where(func, 'coef')} must have shape ({C}, {J}) (one coefficient per channel and "
+                         f"point) or ({C},) (the same at every point), got {tuple(coef.shape)}")
+    all_finite(func, "channels", channels)
+    all_finite(func, "coef", coef)
+    return C, J, N
+
+
+# --------------------------------------------------------------------------- quadrature
+def quad_box(func: str, a, b, counts=None) -> tuple:
+    """The box ``[a, b]`` (numbers, or sequences of one entry per dimension) as float64 arrays ``(d,)``.
+
+    The dimension d is the longest of ``a``, ``b`` and ``counts`` (a length-1 entry broadcasts).
+    """
+    arrays = []
+    for name, v in (("a", a), ("b", b)):
+        try:
+            x = np.atleast_1d(np.asarray(v, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise TypeError(f"{_where(func, name)} must be a number or a sequence of numbers, got {v!r}") from None
+        if x.ndim != 1 or x.size < 1:
+            raise ValueError(f"{_where(func, name)} must be a number or a 1-D sequence of numbers, got {v!r}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{_where(func, name)} must be finite, got {v!r}")
+        arrays.append(x)
+    lengths = {x.size for x in arrays} | ({len(counts)} if counts is not None else set())
+    d = max(lengths)
+    if lengths - {1, d}:
+        raise ValueError(f"{func}: a, b (and the per-dimension counts) must have one entry per dimension or a "
+                         f"single one, got lengths {sorted(lengths)}")
+    lo, hi = (np.broadcast_to(x, (d,)).copy() for x in arrays)
+    if not np.all(lo < hi):
+        raise ValueError(f"{func}: the box needs a < b in every dimension, got a = {lo.tolist()}, b = {hi.tolist()}")
+    return lo, hi
+
+
+def quad_counts(func: str, name: str, n) -> tuple:
+    """A count >= 1 per dimension: an int (every dimension) or a sequence of ints."""
+    if isinstance(n, (list, tuple)):
+        if not n:
+            raise ValueError(f"{_where(func, name)} must not be empty")
+        return tuple(integer(func, f"{name}[{i}]", v, 1) for i, v in enumerate(n))
+    return (integer(func, name, n, 1),)
+
+
+def quad_rng(func: str, rng):
+    """A NumPy Generator from a Generator, an int seed or None (fresh entropy)."""
+    if rng is None or isinstance(rng, np.random.Generator):
+        return np.random.default_rng(rng)
+    if isinstance(rng, bool) or not isinstance(rng, (int, np.integer, np.random.SeedSequence,
+                                                     np.random.BitGenerator)):
+        raise TypeError(f"{_where(func, 'rng')} must be a numpy.random.Generator, an int seed or None, "
+                        f"got {type(rng).__name__}")
+    if isinstance(rng, (int, np.integer)) and rng < 0:
+        raise ValueError(f"{_where(func, 'rng')} must be a non-negative seed, got {rng}")
+    return np.random.default_rng(rng)
+
+
+def strata_per_dim(func: str, J: int, d: int, antithetic: bool) -> int:
+    """Strata per dimension m of a stratified rule with J points: J = (2 if antithetic else 1) m^d."""
+    per = 2 if antithetic else 1
+    if J % per:
+        raise ValueError(f"{_where(func, 'J')} must be even with antithetic=True (each stratum holds a point "
+                         f"and its mirror image), got {J}")
+    cells = J // per
+    m = int(round(cells ** (1.0 / d)))
+    for cand in (m - 1, m, m + 1):
+        if cand >= 1 and cand ** d == cells:
+            return cand
+    raise ValueError(f"{_where(func, 'J')} must be {'2 ' if per == 2 else ''}m^{d} for an integer m (m^{d} equal "
+                     f"strata of the {d}-D box{', two points each' if per == 2 else ''}), got {J}")
