@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastopt.experiments import gd_quadratic, multilevel, pinn_optimisers, report, sgd_noise
+from fastopt.experiments import gd_quadratic, ls_deep_ritz, multilevel, pinn_optimisers, report, sgd_noise
 from fastopt.experiments._common import moving_average
 
-QUICK = [gd_quadratic, sgd_noise, report.BatchSizeExperiment, pinn_optimisers, multilevel]
+QUICK = [gd_quadratic, sgd_noise, report.BatchSizeExperiment, pinn_optimisers, ls_deep_ritz, multilevel]
 
 
 @pytest.fixture(scope="module")
