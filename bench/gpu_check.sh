@@ -6,8 +6,8 @@
 #
 # Stages: editable install (no dependencies, no build isolation), nvidia-smi, the
 # NVRTC compile check, the GPU tests (-m gpu), the GPU benchmarks (optim; fourier
-# and mlp). Every stage runs even when an earlier one failed; the exit status is
-# non-zero if any failed.
+# and mlp; the LS system: Gram and fused assembly). Every stage runs even when an
+# earlier one failed; the exit status is non-zero if any failed.
 # Each stage has a time limit, so the whole script ends within a few minutes.
 set -u
 
@@ -44,6 +44,8 @@ stage gpu-tests 300 "$PY" -m pytest -m gpu tests -q -rs -p no:cacheprovider
 stage gpu-bench 300 "$PY" -m pytest bench/bench_gpu_optim.py --benchmark-only -q -s -rs \
     -p no:cacheprovider --benchmark-columns=min,median,max,rounds --benchmark-sort=name
 stage gpu-bench-nn 240 "$PY" -m pytest bench/bench_gpu_nn.py --benchmark-only -q -s -rs \
+    -p no:cacheprovider --benchmark-columns=min,median,max,rounds --benchmark-sort=name
+stage gpu-bench-ls 180 "$PY" -m pytest bench/bench_gpu_ls.py --benchmark-only -q -s -rs \
     -p no:cacheprovider --benchmark-columns=min,median,max,rounds --benchmark-sort=name
 
 echo

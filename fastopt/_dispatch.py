@@ -58,6 +58,19 @@ def _native_kind(cls) -> str | None:
     return None
 
 
+def array_module(a):
+    """The array module of ``a``: ``cupy`` for a CuPy array, ``numpy`` for anything else.
+
+    Decided by the array's class like :func:`resolve` (cached per class): CuPy is imported only
+    when ``a`` is a CuPy array, and a NumPy array costs one type comparison.
+    """
+    if type(a) is np.ndarray or _native_kind(type(a)) != "gpu":
+        return np
+    import cupy
+
+    return cupy
+
+
 def as_native(name: str, x):
     """Return ``(backend, array)``: ``x`` itself if NumPy/CuPy, else a zero-copy DLPack view.
 

@@ -79,21 +79,34 @@ def _xp(backend: str):
     return np
 
 
-def default_tile(n_basis: int) -> int:
-    """Rows per tile of a Gram assembly with ``n_basis`` columns: about 2 MiB of float64, 256 to 8192 rows.
+def default_tile(n_basis: int, backend: str = "cpu") -> int:
+    """Rows per tile of a Gram assembly with ``n_basis`` columns on ``backend``.
 
-    A tile of the scaled rows stays in L2/L3 while ``syrk`` and ``gemv`` read it. Measured on the
-    2-core development machine (J = 1e5, N = 32..256, one weight for every row): tiles of >= 1024
-    rows were within ~10% of one ``syrk`` over the whole matrix, 256-row tiles 15-60% slower
-    (per-call overhead, and short panels for syrk's own blocking); with one weight per row, tiles
-    of 1 to 4 MiB were within noise of each other.
+    CPU (and "reference"): about 2 MiB of float64, 256 to 8192 rows. A tile of the scaled rows
+    stays in L2/L3 while ``syrk`` and ``gemv`` read it. Measured on the 2-core development machine
+    (J = 1e5, N = 32..256, one weight for every row): tiles of >= 1024 rows were within ~10% of one
+    ``syrk`` over the whole matrix, 256-row tiles 15-60% slower (per-call overhead, and short
+    panels for syrk's own blocking); with one weight per row, tiles of 1 to 4 MiB were within
+    noise of each other.
+
+    GPU: about 64 MiB of float64, 4096 to 2^20 rows. A GPU has no cache to stay in; what costs is
+    the ~5-10 us launch overhead of each of a tile's ~8 calls (scale, ``syrk``, ``gemv``, ...), which
+    at J = 1e6 and 2 MiB tiles (~500 tiles) would exceed the ``syrk`` work itself (~1 GFLOP per 1e6
+    rows x 32^2). 64 MiB keeps a million-point system to a handful of tiles at a memory cost that
+    is small beside any current GPU's (chosen by that arithmetic; ``bench/bench_gpu_ls.py`` times
+    tile sizes on the device).
 
     Example:
       >>> from fastopt.ls import default_tile
       >>> default_tile(32), default_tile(128), default_tile(4096)
       (8192, 2048, 256)
+      >>> default_tile(64, "gpu"), default_tile(256, "gpu")
+      (131072, 32768)
     """
-    return int(min(8192, max(256, (1 << 21) // (8 * max(int(n_basis), 1)))))
+    n = max(int(n_basis), 1)
+    if backend == "gpu":
+        return int(min(1 << 20, max(4096, (1 << 26) // (8 * n))))
+    return int(min(8192, max(256, (1 << 21) // (8 * n))))
 
 
 # =========================================================================== 1. operator rows
@@ -125,9 +138,13 @@ def operator_rows(channels, coef, *, out=None, backend=None):
       True
     """
     f = "operator_rows"
-    named = [("channels", channels)] + ([("out", out)] if out is not None else [])
-    backend, arrays = _dispatch.resolve(f, named, backend)
+    coef_is_array = hasattr(coef, "shape") and hasattr(coef, "dtype") and not isinstance(coef, np.generic)
+    named = ([("channels", channels)] + ([("coef", coef)] if coef_is_array else [])
+             + ([("out", out)] if out is not None else []))
+    backend, arrays = _dispatch.resolve(f, named, backend)   # coef on another device is a TypeError
     channels = arrays[0]
+    if coef_is_array:
+        coef = arrays[1]
     xp = _xp(backend)
     V.ls_input(f, "channels", channels, 3, "(C, J, N) (channels x points x basis functions)")
     try:
@@ -140,7 +157,7 @@ def operator_rows(channels, coef, *, out=None, backend=None):
     if out is None:
         out = xp.empty((J, N), dtype=channels.dtype)
     else:
-        out = arrays[1]
+        out = arrays[-1]
         V.array_of(f, "out", out, (J, N), channels.dtype, writable=True)
         V.no_aliasing(f, [("out", out), ("channels", channels)])
     _dispatch.get_kernel("gram", "operator_rows", backend)(channels, coef, out)
@@ -169,7 +186,7 @@ class GramSystem(NamedTuple):
 
         Evaluated from the system alone (cancellation: accurate to ~``eps cond(A) |y^T W y|``).
         """
-        xp = _xp("gpu" if type(self.A).__module__.startswith("cupy") else "cpu")
+        xp = _dispatch.array_module(self.A)
         c = xp.asarray(c, dtype=_F64)
         A = self.A.astype(_F64, copy=False)
         value = float(c @ (A @ c))
@@ -183,17 +200,19 @@ def gram(Phi, weights=None, y=None, *, tile=None, dtype=None, out=None, check_fi
     r"""The Gram system ``A = Phi^T W Phi``, ``b = Phi^T W y`` of a given row matrix ``Phi``.
 
     Assembled tile by tile (``tile`` rows at a time): apart from ``A`` and ``b`` the extra memory is
-    one tile of float64 (~2 MiB by default), whatever ``J``; with a single weight for every row
-    and rows already in the accumulation dtype, none at all. CPU: BLAS ``syrk`` on
-    ``sqrt(w)``-scaled rows (see ``kernels/cpu/gram.py``).
+    one tile of float64 (~2 MiB by default on the CPU, ~64 MiB on the GPU), whatever ``J``; with a
+    single weight for every row and rows already in the accumulation dtype, none at all. CPU: BLAS
+    ``syrk`` on ``sqrt(w)``-scaled rows (see ``kernels/cpu/gram.py``); GPU (CuPy arrays): cuBLAS
+    ``syrk`` likewise, ``A`` and ``b`` stay on the device (``kernels/gpu/gram.py``); ``ywy`` is the
+    one value brought to the host.
 
     Args:
       Phi: ``(J, N)`` float32/float64 rows, any strides (``J = 0`` gives ``A = 0``).
       weights: None (``1/J`` each: the mean squared residual), one number ``>= 0`` for every row,
         or ``(J,)`` weights ``>= 0`` (quadrature weights). Negative weights are refused.
       y: ``(J,)`` right-hand side, or None (then ``b`` is None).
-      tile: rows per tile (default :func:`default_tile` of N). The result depends on it only
-        through rounding; the same tile size gives the same bits on every run.
+      tile: rows per tile (default :func:`default_tile` of N and the backend). The result depends
+        on it only through rounding; the same tile size gives the same bits on every run.
       dtype: accumulation dtype, float64 (default, also for float32 ``Phi``) or float32 (faster,
         float32-accurate); default ``out``'s dtype when ``out`` is given.
       out: optional ``(N, N)`` C-contiguous array for ``A``, overwritten.
@@ -218,7 +237,7 @@ def gram(Phi, weights=None, y=None, *, tile=None, dtype=None, out=None, check_fi
     if dtype is None:
         dtype = out.dtype if out is not None and hasattr(out, "dtype") else _F64
     dtype = V.ls_dtype(f, dtype)
-    tile = default_tile(N) if tile is None else V.tile_rows(f, tile)
+    tile = default_tile(N, backend) if tile is None else V.tile_rows(f, tile)
     xp = _xp(backend)
     if out is not None:
         V.array_of(f, "out", out, (N, N), dtype, writable=True)
@@ -235,8 +254,9 @@ def gram(Phi, weights=None, y=None, *, tile=None, dtype=None, out=None, check_fi
 def _block(f, rows_name, rows, weights, y, out, backend, check_finite):
     """Resolve the backend of one block of rows and check it: ``(backend, rows, w, y, out)``.
 
-    ``w`` is the kernels' float64 weight vector (``(J,)``, or ``(1,)`` for one weight for every row),
-    on the backend; ``y`` and ``out`` are None when not given. Nothing is written.
+    ``w`` is the kernels' float64 weight vector: ``(J,)`` on the backend, or ``(1,)`` for one weight
+    for every row, which stays a host array when it came from a number or None (a GPU kernel then
+    needs no synchronisation to read it); ``y`` and ``out`` are None when not given. Nothing is written.
     """
     check_finite = V.flag(f, "check_finite", check_finite)
     named = [(rows_name, rows)]
@@ -257,7 +277,9 @@ def _block(f, rows_name, rows, weights, y, out, backend, check_finite):
     w = V.ls_weights(f, weights, J, check_finite=check_finite)
     if y is not None:
         V.ls_rhs(f, y, J, check_finite=check_finite)
-    return backend, rows, _on_backend(_xp(backend), w), y, out
+    if w.size != 1 or type(w) is not np.ndarray:
+        w = _on_backend(_xp(backend), w)
+    return backend, rows, w, y, out
 
 
 def _on_backend(xp, a):
@@ -287,7 +309,7 @@ class GramAccumulator:
     Args:
       n_basis: N, the number of basis functions (columns).
       dtype: accumulation dtype, float64 (default) or float32.
-      tile: rows per tile (default :func:`default_tile`).
+      tile: rows per tile (default :func:`default_tile` of ``n_basis`` and the backend of the first block).
       check_finite: check each block for NaN/inf before adding it.
       backend: "cpu", "gpu", "reference" or None (from each block's arrays).
 
@@ -308,7 +330,7 @@ class GramAccumulator:
         f = "GramAccumulator"
         self.n_basis = V.integer(f, "n_basis", n_basis, 1)
         self.dtype = V.ls_dtype(f, dtype)
-        self.tile = default_tile(self.n_basis) if tile is None else V.tile_rows(f, tile)
+        self.tile = None if tile is None else V.tile_rows(f, tile)   # None: default_tile per backend
         self.check_finite = V.flag(f, "check_finite", check_finite)
         if backend is not None:
             _dispatch.check_backend_name(backend, f"{f}: backend")
@@ -345,8 +367,8 @@ class GramAccumulator:
             self._backend = backend
         b = self._b if y is not None else self._b[:0]
         y_k = y if y is not None else xp.empty(0, dtype=rows.dtype)
-        self._ywy += float(_dispatch.get_kernel("gram", "gram_accumulate", backend)(rows, w, y_k, self._A, b,
-                                                                                     self.tile))
+        tile = self.tile if self.tile is not None else default_tile(N, backend)
+        self._ywy += float(_dispatch.get_kernel("gram", "gram_accumulate", backend)(rows, w, y_k, self._A, b, tile))
         self._has_rhs = self._has_rhs or y is not None
         self.n_rows += J
         return self
@@ -519,15 +541,22 @@ def _cholesky(xp, A64):
     """The upper Cholesky factor ``R`` (``A = R^T R``) or None if ``A`` is not numerically positive definite.
 
     CPU: LAPACK ``dpotrf`` (no exception path). GPU: ``cupy.linalg.cholesky`` gives the lower factor
-    ``L = R^T``; CuPy signals failure with NaNs (or an error under ``cupyx.errstate(linalg="raise")``).
+    ``L = R^T``. cuSOLVER's ``potrf`` stops at the first non-positive pivot and reports it only in its
+    ``info``, leaving a *finite* partial factor (CuPy's default ``linalg="ignore"`` returns it as if it
+    were the factor), so the call runs under ``cupyx.errstate(linalg="raise")``: CuPy then reads
+    ``info`` (one synchronisation) and raises ``LinAlgError``. A NaN factor (from a NaN in ``A``,
+    which validation excludes) is refused too.
     """
     if xp is np:
         from scipy.linalg import lapack
 
         R, info = lapack.dpotrf(A64, lower=0, clean=1)
         return R if info == 0 else None
+    import cupyx
+
     try:
-        L = xp.linalg.cholesky(A64)
+        with cupyx.errstate(linalg="raise"):
+            L = xp.linalg.cholesky(A64)
     except np.linalg.LinAlgError:
         return None
     if not bool(xp.isfinite(L).all()):

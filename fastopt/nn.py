@@ -145,11 +145,7 @@ class Ansatz:
 
 
 def _array_module(x):
-    if isinstance(x, np.ndarray):
-        return np
-    import cupy  # only reached with CuPy arrays
-
-    return cupy
+    return _dispatch.array_module(x)  # CuPy imported only for a CuPy array
 
 
 class MLP:

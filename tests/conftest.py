@@ -1,4 +1,4 @@
-"""Shared helpers of the optimiser tests: the registry, the step driver and the tolerances.
+"""Shared helpers of the optimiser tests (the registry, the step driver, the tolerances) and of the LS tests.
 
 Test modules import these names with ``from tests.conftest import ...`` (pytest's
 ``--import-mode=importlib`` registers this file as the module ``tests.conftest``).
@@ -43,7 +43,12 @@ import numpy as np
 import pytest
 
 import fastopt
+from fastopt.kernels import reference_ls
 from fastopt.kernels.cpu import optim as cpu_optim
+
+#: tests/gpu_emulator/ holds the CPU emulator of the CUDA kernels (a plugin, used only with
+#: ``-p tests.gpu_emulator.plugin``, and its scripts): never collected, never imported by a plain run.
+collect_ignore = ["gpu_emulator"]
 
 F32, F64 = np.float32, np.float64
 DTYPES = (F32, F64)
@@ -355,3 +360,61 @@ def state_bytes(p, g, state: dict) -> dict:
 def optim_rng(request):
     """A NumPy Generator seeded from the test's node id (reproducible, distinct per test)."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+# --------------------------------------------------------------------------- LS system (Gram) helpers
+# Shared by tests/test_ls_gram.py (CPU) and tests/test_gpu_ls.py (GPU): the weight forms of the
+# public API, the float64 oracle's system and the worst-case rounding bounds of the assembly.
+EPS64 = float(np.finfo(F64).eps)
+
+
+def weights_for(mode, J, rng):
+    """The ``weights`` argument of a test: None, one number, or one per row (one of them zero)."""
+    if mode == "none":
+        return None
+    if mode == "scalar":
+        return 0.37
+    w = rng.uniform(0.0, 2.0, J)
+    if J > 3:
+        w[3] = 0.0  # a zero weight is allowed
+    return w
+
+
+def w_vector(mode, weights, J):
+    """The weight of every row as the public API defines it."""
+    if mode == "none":
+        return np.full(J, 1.0 / J if J else 0.0)
+    if mode == "scalar":
+        return np.full(J, weights)
+    return np.asarray(weights, F64)
+
+
+def assert_within(actual, expected, bound, what, k=2.0):
+    """``|actual - expected| <= k bound`` element-wise (the reference itself is off by up to one bound)."""
+    actual, expected = np.asarray(actual, F64), np.asarray(expected, F64)
+    err = np.abs(actual - expected)
+    ok = err <= k * np.asarray(bound) + 1e-300
+    if not np.all(ok):
+        i = np.unravel_index(np.argmax(err - k * bound), err.shape)
+        raise AssertionError(f"{what}: |error| {err[i]:.3g} exceeds {k} x bound {np.asarray(bound)[i]:.3g} "
+                             f"at {i} (actual {actual[i]!r}, expected {expected[i]!r})")
+
+
+def gram_bounds(Phi, wv, y):
+    """Element-wise bounds for A, b and ywy: ``(J + 5) eps_64 |Phi|^T W |Phi|`` (tests/test_ls_gram.py derives them)."""
+    J = Phi.shape[0]
+    P = np.abs(Phi.astype(F64))
+    g = (J + 5) * EPS64
+    bA = g * (P.T @ (wv[:, None] * P))
+    if y is None:
+        return bA, None, 0.0
+    ya = np.abs(np.asarray(y, F64))
+    return bA, g * (P.T @ (wv * ya)), g * float(wv @ (ya * ya))
+
+
+def reference_system(Phi, wv, y):
+    """``(A, b, ywy)`` by the float64 oracle (``b`` None without ``y``)."""
+    N = Phi.shape[1]
+    A, b = np.empty((N, N)), np.empty(N if y is not None else 0)
+    ywy = reference_ls.gram(Phi, wv if wv.size else np.zeros(1), y if y is not None else np.empty(0), A, b, 0)
+    return A, (b if y is not None else None), ywy

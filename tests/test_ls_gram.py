@@ -27,6 +27,7 @@ import pytest
 from fastopt import ls
 from fastopt.kernels import reference_ls as ref
 from fastopt.kernels.cpu import gram as cpu
+from tests.conftest import assert_within, gram_bounds, reference_system, w_vector, weights_for
 
 F32, F64 = np.float32, np.float64
 EPS64 = float(np.finfo(F64).eps)
@@ -35,55 +36,6 @@ TILE = 128
 
 def _rng(*key):
     return np.random.default_rng(zlib.crc32(repr(("ls_gram",) + key).encode()))
-
-
-def weights_for(mode, J, rng):
-    if mode == "none":
-        return None
-    if mode == "scalar":
-        return 0.37
-    w = rng.uniform(0.0, 2.0, J)
-    if J > 3:
-        w[3] = 0.0  # a zero weight is allowed
-    return w
-
-
-def w_vector(mode, weights, J):
-    """The weight of every row as the public API defines it."""
-    if mode == "none":
-        return np.full(J, 1.0 / J if J else 0.0)
-    if mode == "scalar":
-        return np.full(J, weights)
-    return np.asarray(weights, F64)
-
-
-def assert_within(actual, expected, bound, what, k=2.0):
-    actual, expected = np.asarray(actual, F64), np.asarray(expected, F64)
-    err = np.abs(actual - expected)
-    ok = err <= k * np.asarray(bound) + 1e-300
-    if not np.all(ok):
-        i = np.unravel_index(np.argmax(err - k * bound), err.shape)
-        raise AssertionError(f"{what}: |error| {err[i]:.3g} exceeds {k} x bound {np.asarray(bound)[i]:.3g} "
-                             f"at {i} (actual {actual[i]!r}, expected {expected[i]!r})")
-
-
-def gram_bounds(Phi, wv, y):
-    """The element-wise bounds of the module docstring for A, b and ywy."""
-    J = Phi.shape[0]
-    P = np.abs(Phi.astype(F64))
-    g = (J + 5) * EPS64
-    bA = g * (P.T @ (wv[:, None] * P))
-    if y is None:
-        return bA, None, 0.0
-    ya = np.abs(np.asarray(y, F64))
-    return bA, g * (P.T @ (wv * ya)), g * float(wv @ (ya * ya))
-
-
-def reference_system(Phi, wv, y):
-    N = Phi.shape[1]
-    A, b = np.empty((N, N)), np.empty(N if y is not None else 0)
-    ywy = ref.gram(Phi, wv if wv.size else np.zeros(1), y if y is not None else np.empty(0), A, b, 0)
-    return A, (b if y is not None else None), ywy
 
 
 # --------------------------------------------------------------------------- gram vs reference
