@@ -49,7 +49,10 @@ class BatchSizeExperiment:
 
     Full size: the lecture's (2000 samples, batches 100..2000, 100 epochs); quick: batches 100,
     500, 2000 for 40 epochs. Claims: smaller batches reach lower training and validation losses
-    in the same epochs; the time rises as the batch size falls (the fixed cost per update).
+    in the same epochs. The lecture's second observation, that time rises as the batch size falls
+    (a fixed cost per update: 6.4 s at batch 100 against 4.0 s at 2000 in PyTorch), is reported with
+    the speed, not claimed: fastopt's per-update cost is ~15 us, so its times at batch 100 and 2000
+    are close, and a timing comparison on a shared machine is no pass/fail test.
     """
 
     __name__ = "fastopt.experiments.batch_size"
@@ -63,7 +66,9 @@ class BatchSizeExperiment:
         r = batch_size.run(batch_sizes=sizes, epochs=epochs, seed=seed, backend=backend, progress=progress)
         n_steps = sum(row["steps"] for row in r["rows"])
         r["speed"] = {"step_us": 1e6 * sum(row["time_s"] for row in r["rows"]) / n_steps,
-                      "what": "one Adam step on a mini-batch (forward + backward + fused update), all sizes"}
+                      "what": "one Adam step on a mini-batch (forward + backward + fused update), all sizes; "
+                              "seconds per run: " + ", ".join(f"batch {row['batch_size']}: {row['time_s']:.2f} s"
+                                                             for row in r["rows"])}
         return r
 
     @staticmethod
@@ -72,14 +77,11 @@ class BatchSizeExperiment:
         sizes = [row["batch_size"] for row in rows]
         train = [row["train_loss"] for row in rows]
         val = [row["val_loss"] for row in rows]
-        times = [row["time_s"] for row in rows]
         mono = all(a < b for a, b in zip(train, train[1:])) and all(a < b for a, b in zip(val, val[1:]))
         return [
             Claim(f"smaller batches reach lower losses in {result['epochs']} epochs (train and validation)",
                   "train " + ", ".join(f"{s}: {fmt(v)}" for s, v in zip(sizes, train))
                   + "; val " + ", ".join(fmt(v) for v in val), mono),
-            Claim("time rises as the batch size falls (a fixed cost per update)",
-                  ", ".join(f"{s}: {t:.2f} s" for s, t in zip(sizes, times)), times[0] > times[-1]),
         ]
 
     @staticmethod
