@@ -4,10 +4,12 @@ Compared: the output channels and the basis of the forward, and the flat paramet
 the backward (given random adjoints on every output channel), over the product of d in {1, 2},
 channel orders C in {1, 1 + d, 2 + d}, tanh and sin, 0-3 hidden layers, no / fixed / trainable
 Fourier features, float32 and float64, with the ansatz and the output bias toggled across the
-grid (hidden widths <= 6: the hand-written per-block path); plus the BLAS path (a hidden width
->= GEMM_MIN_WIDTH), zero points, the serial and threaded
-builds (bit-identical, any thread count), the 1-20-20-1 tanh network of the issue, the
-activation table, the ansatz kernels (also in place) and the private Fourier fallback.
+grid (hidden widths <= 6); plus wider layers (a hidden width >= GEMM_MIN_WIDTH), zero points,
+the serial and threaded builds (bit-identical, any thread count), the 1-20-20-1 tanh network of
+the issue, the activation table, the ansatz kernels (also in place) and the private Fourier
+fallback. The last part ("Code paths of the micro-kernel") reaches what that grid does not:
+every column-tile shape of the register-tiled GEMM in each dtype, row tails, several blocks
+per chunk, the fused Fourier layer in every order and dimension, read-only inputs.
 
 Tolerances. The reference computes in float64 from the *same* (rounded) inputs, so a
 difference is arithmetic rounding only: ``max |kernel - ref| <= rtol * max |ref|`` per array,
@@ -308,3 +310,99 @@ def test_private_fourier_fallback(keep_x, order):
     nn.fourier_backward(x, B, s, keep_x, adj, rB, rx)
     assert_close(gB, rB, 1e-12, "dL/dB")
     assert_close(gx, rx, 1e-12, "dL/dx")
+
+
+# --------------------------------------------------------------------------- code paths of the micro-kernel
+# ``kernels/cpu/mlp.py`` runs every dense layer through one register-tiled micro-kernel whose column
+# tile is chosen from the layer's width (whole chunks of four native vectors, then 1, 2, 3 or 4
+# vectors of which the last is masked; 8 float64 / 16 float32 lanes per vector), rows in tiles of
+# four plus a one-row tail, and points in blocks of BLOCK_POINTS grouped into at most MAX_CHUNKS
+# chunks. Widths: float64 remainders of 1..4 vectors and float32 ones, a whole chunk (32 / 64
+# lanes) plus a remainder; the first layer also gets a wide Fourier input (129 features).
+PATH_WIDTHS = [(9, 30), (24, 50), (33, 100), (64, 7), (130, 17)]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("hidden", PATH_WIDTHS, ids=["-".join(map(str, h)) for h in PATH_WIDTHS])
+def test_column_tiles(hidden, dtype):
+    spec = nn.NetSpec(d=1, hidden=hidden, fourier_K=3, train_B=True)
+    for order, J in ((0, 37), (2, 45)):      # J not a multiple of 4: a row tail
+        compare(spec, J, dtype, order, order == 2, np.random.default_rng(order), f"{hidden} order {order}")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_wide_fourier_input(dtype):
+    """n_0 = 129 (K = 64 with x): the issue's wide case, on a few points."""
+    spec = nn.NetSpec(d=1, hidden=(64, 64), fourier_K=64, train_B=True)
+    compare(spec, 70, dtype, 2, False, np.random.default_rng(1))
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_several_blocks_per_chunk(dtype):
+    J = mlp.MAX_CHUNKS * mlp.BLOCK_POINTS * 2 + 5  # 2 blocks per chunk (some 3), a partial last block
+    compare(nn.NetSpec(d=1, hidden=(20, 20), fourier_K=2, train_B=True), J, dtype, 2, False, np.random.default_rng(2))
+    compare(nn.NetSpec(d=1, hidden=(20, 20)), J, dtype, 0, False, np.random.default_rng(3))
+
+
+@pytest.mark.parametrize("act", ["tanh", "sin"])
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_fourier_orders_and_dimensions(order, d, act):
+    spec = nn.NetSpec(d=d, hidden=(12, 20), activation=act, fourier_K=4, keep_x=d != 2, train_B=True)
+    for dtype in (F64, F32):
+        compare(spec, 29, dtype, order, d == 2, np.random.default_rng(order + 3 * d))
+
+
+@pytest.mark.parametrize("d", [1, 3])
+def test_no_hidden_layer_trainable_frequencies(d):
+    spec = nn.NetSpec(d=d, hidden=(), fourier_K=5, train_B=True)
+    for dtype in (F64, F32):
+        compare(spec, 33, dtype, 2, True, np.random.default_rng(d))
+
+
+def _run_block_kernels(spec, x, B, theta, phi, g, adj, fwd_k, bwd_k):
+    """run_cpu through the block kernels ``_forward``/``_backward`` (or their threaded twins)."""
+    pB = B.size if spec.train_B else 0
+
+    def fwd(x, B, theta, widths, act, s, keep_x, train_B, has_c0, phi, g, out, basis, tape):
+        fwd_k(x, B, float(s), keep_x, theta, widths, act, has_c0, phi, g, out, basis, tape, pB)
+
+    def bwd(x, B, theta, widths, act, s, keep_x, train_B, has_c0, phi, basis, tape, adj, grad):
+        bwd_k(B, float(s), keep_x, train_B, theta, widths, act, has_c0, phi, basis, tape, adj, grad)
+
+    return run_cpu(spec, x, B, theta, phi, g, adj, fwd, bwd)[:3]
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("case", ["fourier", "many-blocks"])
+def test_serial_and_threaded_bit_identical_fourier_and_many_blocks(case, dtype):
+    if case == "fourier":
+        spec, J = nn.NetSpec(d=2, hidden=(20, 9), fourier_K=6, keep_x=False, train_B=True), 5 * mlp.BLOCK_POINTS + 3
+    else:
+        spec, J = nn.NetSpec(d=1, hidden=(20, 20)), mlp.MAX_CHUNKS * mlp.BLOCK_POINTS * 2 + 5
+    x, B, theta, phi, g, adj = setup(spec, J, dtype, 2, True, np.random.default_rng(11))
+    serial = _run_block_kernels(spec, x, B, theta, phi, g, adj, mlp._forward, mlp._backward)
+    saved = numba.get_num_threads()
+    try:
+        for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(n)
+            threaded = _run_block_kernels(spec, x, B, theta, phi, g, adj, mlp._forward_threaded,
+                                          mlp._backward_threaded)
+            for a, b in zip(_bits(*serial), _bits(*threaded)):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        numba.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("hidden", [(20, 20), ()], ids=["20-20", "no-hidden"])
+def test_read_only_inputs(hidden):
+    """x, B, theta, phi and g may be read-only (the kernels only read them)."""
+    spec = nn.NetSpec(d=1, hidden=hidden, fourier_K=2, train_B=False)
+    for dtype in (F64, F32):
+        x, B, theta, phi, g, adj = setup(spec, 21, dtype, 2, True, np.random.default_rng(5))
+        ref = run_cpu(spec, x, B, theta, phi, g, adj)[:3]
+        for a in (x, B, theta, phi, g, adj):
+            a.flags.writeable = False
+        got = run_cpu(spec, x, B, theta, phi, g, adj)[:3]
+        for a, b in zip(_bits(*ref), _bits(*got)):
+            np.testing.assert_array_equal(a, b)

@@ -73,6 +73,11 @@ tanh(x)
 - The sign is put back with ``copysign``: ``tanh(-0.0) = -0.0``, ``tanh(+-inf) = +-1``,
   NaN propagates, subnormals give ``tanh(x) = x``.
 
+Explicit vectors (``Vec``, ``vnative``, ``vload``/``vload_m``, ``vstore``/``vstore_m``, ``vsplat``,
+``vfma``, ``vadd``/``vsub``/``vmul``, ``vhsum``): LLVM vector values as a Numba type, for kernels
+that must keep a tile of accumulators in registers over a loop whose trip count is a runtime
+value (the register-tiled micro-kernels of ``mlp.py``); see the section at the end of this file.
+
 Caching caveat: a kernel in *another* module that inlines these functions is cached by Numba
 with no record of this file; after editing this file, clear that module's cache.
 
@@ -85,11 +90,14 @@ from __future__ import annotations
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils
+from numba.extending import intrinsic, models, overload, register_model
 
 from ._jit import jit, parallel_twin
 
-__all__ = ["sincos", "tanh", "sincos_array", "tanh_array", "ACCURACY", "SINCOS_MAX_ARG", "PARALLEL_MIN_SIZE"]
+__all__ = ["sincos", "tanh", "sincos_array", "tanh_array", "ACCURACY", "SINCOS_MAX_ARG", "PARALLEL_MIN_SIZE",
+           "Vec", "VECTOR_BYTES", "vnative", "vlanes", "vzero", "vsplat", "vload", "vload_m", "vstore", "vstore_m",
+           "vfma", "vadd", "vsub", "vmul", "vhsum"]
 
 #: Below this many elements one thread runs the array kernels (measured crossover on the
 #: 2-core development machine, under PASSIVE waits and with the other core partly busy: threads
@@ -422,3 +430,246 @@ def _tanh_array(x, out):
 
 sincos_array = _by_size(_sincos_array)
 tanh_array = _by_size(_tanh_array)
+
+
+# -- explicit vectors: register-tiled micro-kernels ---------------------------------------------
+#
+# LLVM's loop vectoriser keeps an accumulator in a register only when it can unroll its loop,
+# i.e. for a trip count known at compile time; the widths of a network are runtime values, so a
+# hand-written "C += A B" loop over them loads and stores its accumulators on every step. The
+# functions below expose LLVM vectors to Numba (a type ``Vec(dtype, lanes)`` whose values are
+# ``<lanes x float>`` registers) so that a kernel can hold a tile of C in registers whatever the
+# widths, as a BLAS micro-kernel does. Operations are plain LLVM vector instructions (``fma``,
+# ``fadd``, masked loads and stores): no fast-math, one rounding per FMA, the same bits on every
+# CPU; LLVM legalises a vector wider than the machine's into several registers (``<32 x double>``
+# is four zmm registers on AVX-512, eight ymm on AVX2). ``lanes = 0`` is an absent vector: every
+# operation on it compiles to nothing, which lets one micro-kernel body serve several column
+# widths. Numba does not mark its functions with ``min-legal-vector-width``, so LLVM uses 512-bit
+# registers for these explicit vectors on AVX-512 CPUs even where its loop vectoriser prefers
+# 256 bits (measured on the development machine: a 4 x 32 register tile runs at the dgemm rate).
+
+class Vec(types.Type):
+    """Numba type of an LLVM vector of ``lanes`` elements of ``dtype`` (``lanes = 0``: absent)."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype, self.lanes = dtype, int(lanes)
+        super().__init__(name=f"Vec({dtype} x {self.lanes})")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        if fe_type.lanes:
+            be = ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes)
+        else:
+            be = ir.IntType(8)
+        super().__init__(dmm, fe_type, be)
+
+
+#: bytes of the vectors the micro-kernels are built from (a zmm register)
+VECTOR_BYTES = 64
+
+
+def _is_vec(*ts):
+    return all(isinstance(t, Vec) for t in ts) and len({(t.dtype, t.lanes) for t in ts}) == 1
+
+
+def _flat_array(a):
+    return isinstance(a, types.Array) and a.layout == "C" and isinstance(a.dtype, types.Float)
+
+
+def _elt_ptr(context, builder, arrty, arr, off):
+    data = context.make_array(arrty)(context, builder, arr).data
+    return builder.gep(data, [off])
+
+
+def _lane_mask(builder, lanes, n):
+    """<lanes x i1>: lane i < n."""
+    i64 = ir.IntType(64)
+    vt = ir.VectorType(i64, lanes)
+    if n.type.width < 64:
+        n = builder.sext(n, i64)
+    idx = ir.Constant(vt, [i64(i) for i in range(lanes)])
+    spl = builder.insert_element(ir.Constant(vt, ir.Undefined), n, ir.IntType(32)(0))
+    spl = builder.shuffle_vector(spl, spl, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    return builder.icmp_signed("<", idx, spl)
+
+
+def _vsuffix(v):
+    return f"v{v.lanes}f{v.dtype.bitwidth}"
+
+
+def _masked_ptr(builder, p, v, ty):
+    """(pointer, name suffix) for ``llvm.masked.load/store``: opaque pointers (LLVM >= 15 in llvmlite) are
+    ``.p0``; typed ones (older llvmlite) point to the vector type, ``.p0v8f64``."""
+    if getattr(p.type, "is_opaque", False):
+        return p, ".p0"
+    return builder.bitcast(p, ty.as_pointer()), f".p0{_vsuffix(v)}"
+
+
+def _dummy(context, v):
+    return ir.Constant(context.get_value_type(v), 0 if not v.lanes else None)
+
+
+@intrinsic
+def vnative(typingctx, arr, mult):
+    """A zero vector of ``mult`` native vectors (``VECTOR_BYTES`` each) of ``arr``'s dtype; mult a literal int."""
+    if isinstance(arr, types.Array) and isinstance(mult, types.IntegerLiteral):
+        lanes = mult.literal_value * (VECTOR_BYTES * 8 // arr.dtype.bitwidth)
+        vt = Vec(arr.dtype, lanes)
+
+        def codegen(context, builder, sig, args):
+            return _dummy(context, vt)
+        return vt(arr, mult), codegen
+    return None
+
+
+@intrinsic
+def vlanes(typingctx, v):
+    """The (compile-time) number of lanes of ``v``, as an int."""
+    if isinstance(v, Vec):
+        def codegen(context, builder, sig, args):
+            return ir.IntType(64)(v.lanes)
+        return types.int64(v), codegen
+    return None
+
+
+@intrinsic
+def vzero(typingctx, v):
+    """0 in every lane of a vector of ``v``'s type."""
+    if isinstance(v, Vec):
+        def codegen(context, builder, sig, args):
+            return _dummy(context, v)
+        return v(v), codegen
+    return None
+
+
+@intrinsic
+def vsplat(typingctx, v, x):
+    """``x`` (cast to the dtype) in every lane of a vector of ``v``'s type."""
+    if isinstance(v, Vec) and isinstance(x, (types.Float, types.Integer)):
+        def codegen(context, builder, sig, args):
+            if not v.lanes:
+                return _dummy(context, v)
+            ty = context.get_value_type(v)
+            xv = context.cast(builder, args[1], sig.args[1], v.dtype)
+            e = builder.insert_element(ir.Constant(ty, ir.Undefined), xv, ir.IntType(32)(0))
+            return builder.shuffle_vector(e, e, ir.Constant(ir.VectorType(ir.IntType(32), v.lanes), [0] * v.lanes))
+        return v(v, x), codegen
+    return None
+
+
+@intrinsic
+def vload(typingctx, v, arr, off):
+    """The ``lanes`` elements ``arr.flat[off:off + lanes]`` (C-contiguous ``arr`` of v's dtype)."""
+    if isinstance(v, Vec) and _flat_array(arr) and arr.dtype == v.dtype and isinstance(off, types.Integer):
+        def codegen(context, builder, sig, args):
+            if not v.lanes:
+                return _dummy(context, v)
+            ty = context.get_value_type(v)
+            p = builder.bitcast(_elt_ptr(context, builder, arr, args[1], args[2]), ty.as_pointer())
+            return builder.load(p, align=v.dtype.bitwidth // 8)
+        return v(v, arr, off), codegen
+    return None
+
+
+@intrinsic
+def vload_m(typingctx, v, arr, off, n):
+    """Lanes i < n from ``arr.flat[off + i]``, the others 0 (and not read)."""
+    if (isinstance(v, Vec) and _flat_array(arr) and arr.dtype == v.dtype and isinstance(off, types.Integer)
+            and isinstance(n, types.Integer)):
+        def codegen(context, builder, sig, args):
+            if not v.lanes:
+                return _dummy(context, v)
+            ty = context.get_value_type(v)
+            p, psfx = _masked_ptr(builder, _elt_ptr(context, builder, arr, args[1], args[2]), v, ty)
+            m = _lane_mask(builder, v.lanes, args[3])
+            fnty = ir.FunctionType(ty, [p.type, ir.IntType(32), m.type, ty])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.{_vsuffix(v)}{psfx}")
+            return builder.call(fn, [p, ir.IntType(32)(v.dtype.bitwidth // 8), m, ir.Constant(ty, None)])
+        return v(v, arr, off, n), codegen
+    return None
+
+
+@intrinsic
+def vstore(typingctx, arr, off, v):
+    """``arr.flat[off:off + lanes] = v``."""
+    if isinstance(v, Vec) and _flat_array(arr) and arr.dtype == v.dtype and isinstance(off, types.Integer):
+        def codegen(context, builder, sig, args):
+            if v.lanes:
+                p = _elt_ptr(context, builder, arr, args[0], args[1])
+                builder.store(args[2], builder.bitcast(p, args[2].type.as_pointer()), align=v.dtype.bitwidth // 8)
+            return context.get_dummy_value()
+        return types.none(arr, off, v), codegen
+    return None
+
+
+@intrinsic
+def vstore_m(typingctx, arr, off, v, n):
+    """``arr.flat[off + i] = v[i]`` for lanes i < n (the others untouched)."""
+    if (isinstance(v, Vec) and _flat_array(arr) and arr.dtype == v.dtype and isinstance(off, types.Integer)
+            and isinstance(n, types.Integer)):
+        def codegen(context, builder, sig, args):
+            if v.lanes:
+                p, psfx = _masked_ptr(builder, _elt_ptr(context, builder, arr, args[0], args[1]), v, args[2].type)
+                m = _lane_mask(builder, v.lanes, args[3])
+                fnty = ir.FunctionType(ir.VoidType(), [args[2].type, p.type, ir.IntType(32), m.type])
+                fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.{_vsuffix(v)}{psfx}")
+                builder.call(fn, [args[2], p, ir.IntType(32)(v.dtype.bitwidth // 8), m])
+            return context.get_dummy_value()
+        return types.none(arr, off, v, n), codegen
+    return None
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c per lane, one rounding (``llvm.fma``)."""
+    if _is_vec(a, b, c):
+        def codegen(context, builder, sig, args):
+            if not a.lanes:
+                return _dummy(context, a)
+            ty = args[0].type
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty, ty]),
+                                                f"llvm.fma.{_vsuffix(a)}")
+            return builder.call(fn, args)
+        return a(a, b, c), codegen
+    return None
+
+
+def _vbinop(name):
+    def typer(typingctx, a, b):
+        if _is_vec(a, b):
+            def codegen(context, builder, sig, args):
+                if not a.lanes:
+                    return _dummy(context, a)
+                return getattr(builder, name)(*args)
+            return a(a, b), codegen
+        return None
+    typer.__name__ = "v" + name[1:]
+    return intrinsic(typer)
+
+
+vadd = _vbinop("fadd")
+vsub = _vbinop("fsub")
+vmul = _vbinop("fmul")
+
+
+@intrinsic
+def vhsum(typingctx, v):
+    """The sum of the lanes, pairwise in a fixed order (halves added until one lane is left)."""
+    if isinstance(v, Vec):
+        def codegen(context, builder, sig, args):
+            fty = context.get_value_type(v.dtype)
+            if not v.lanes:
+                return ir.Constant(fty, 0.0)
+            x, n = args[0], v.lanes
+            i32 = ir.IntType(32)
+            while n > 1:
+                h = n // 2
+                lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h), list(range(h))))
+                hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, h), list(range(h, n))))
+                x, n = builder.fadd(lo, hi), h
+            return builder.extract_element(x, i32(0))
+        return v.dtype(v), codegen
+    return None
+
