@@ -17,7 +17,10 @@ Example:
 """
 from __future__ import annotations
 
+import math
+
 from .. import _validate as V
+from .._step import empty_state
 from . import functional as F
 from .optimizer import Optimizer
 
@@ -97,6 +100,21 @@ class Adam(Optimizer):
 
     def _state_names(self):
         return ("m", "v", "vmax") if self.amsgrad else ("m", "v")
+
+    _fast_kernel_name = ("optim", "adam")
+
+    def _fast_apply(self, part, g, step, lr, wd):
+        b1, b2 = V.beta("Adam", "betas[0]", self.betas[0]), V.beta("Adam", "betas[1]", self.betas[1])
+        eps, amsgrad = V.positive("Adam", "eps", self.eps), self.amsgrad
+        decoupled = self.decoupled_weight_decay
+        if (amsgrad is not True and amsgrad is not False) or (decoupled is not True and decoupled is not False):
+            return False
+        s = part.state
+        bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step      # as adam_step computes them
+        lrs, l2, shrink = self._fast_segment_arrays(lr, wd, decoupled, 1.0 / bc1)
+        self._fast_kernel(part.p, g, s["m"], s["v"], s["vmax"] if amsgrad else empty_state(part.p),
+                          part.segments.bounds, lrs, l2, shrink, 1.0, b1, b2, eps, math.sqrt(bc2), amsgrad)
+        return True
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):
         s = part.state

@@ -32,6 +32,8 @@ from ..schedules import as_schedule
 
 __all__ = ["Optimizer"]
 
+_APPLIED = StepInfo(True, None)
+
 
 class _Part:
     """One dtype buffer of the parameters (``key``: its dtype) with its segments and optimiser state."""
@@ -71,6 +73,8 @@ class Optimizer:
         self._groups, self._parts = _build_groups(f, params, groups, default)
         self.backend, _ = _dispatch.resolve(f, [(f"params[{p.key}]", p.p) for p in self._parts], backend)
         self.step_count = 0
+        self._checked_grad = None   # the fast path (see step): the gradient buffer a full step checked
+        self._fast_kernel = self._fast_lr = None
 
     # -- what subclasses provide ---------------------------------------------------
     def _state_names(self) -> tuple[str, ...]:
@@ -105,7 +109,13 @@ class Optimizer:
         Returns:
           StepInfo(applied, grad_norm). When ``applied`` is False (non-finite gradient
           with ``skip_nonfinite=True``) nothing changed and ``step_count`` did not advance.
+
+        The common case of a training loop (CPU, one dtype buffer, one parameter group, no
+        clipping, skipping, maximising or loss scale, a gradient buffer already checked by an
+        earlier step) goes straight to the kernel: see :meth:`_fast_step`.
         """
+        if self._checked_grad is not None and self._fast_step(grads):
+            return _APPLIED
         g_parts = self._grad_parts(grads)
         self._ensure_state()
         scale, norm = self.grad_scale, None
@@ -132,7 +142,71 @@ class Optimizer:
             self._apply(part, g, k, seg_lr, seg_wd, scale)
         self.step_count = k
         self._advance(k)
+        self._remember_checked(g_parts)
         return StepInfo(True, norm)
+
+    # -- the fast path of a training loop ------------------------------------------------
+    #: Set by subclasses that implement :meth:`_fast_apply`: ``(family, kernel name)``.
+    _fast_kernel_name = None
+
+    def _remember_checked(self, g_parts) -> None:
+        """After a step whose checks passed, remember its gradient buffer for the fast path."""
+        if self._fast_kernel_name is None or self.backend != "cpu" or len(self._parts) != 1 \
+                or len(self._parts[0].groups) != 1 or type(g_parts[0]) is not np.ndarray:
+            return
+        self._checked_grad = g_parts[0]
+        if self._fast_lr is None:
+            self._fast_lr = np.zeros(1)
+            self._fast_l2 = np.zeros(1)
+            self._fast_shrink = np.ones(1)
+
+    def _fast_step(self, grads) -> bool:
+        """One update without the per-step checks, when they cannot find anything new; else False.
+
+        Taken when: the gradient buffer is the very array object an earlier step of this optimiser
+        checked (dtype, shape, layout and no aliasing with the parameters or the state: an
+        ndarray's memory never changes), the options are the plain ones (read at every step, so
+        changing them later is honoured), and the learning rate of this step is a float >= 0.
+        The kernel gets the same scalars as the functional step, so the result has the same bits.
+        Anything else returns False and the step takes the full path, which checks and raises.
+        """
+        if type(grads) is FlatParams:
+            if grads._slots is not self.params._slots:
+                return False
+            g = grads._buffers.get(self._parts[0].key)
+        else:
+            g = grads
+        if g is not self._checked_grad or self.maximize is not False or self.grad_scale != 1.0 \
+                or self.max_grad_norm is not None or self.skip_nonfinite is not False:
+            return False
+        k = self.step_count + 1
+        group = self._groups[0]
+        lr, wd = group["lr"](k - 1), group["weight_decay"]
+        if type(lr) is not float or not 0.0 <= lr < math.inf:
+            return False
+        if self._fast_kernel is None:
+            self._fast_kernel = _dispatch.get_kernel(*self._fast_kernel_name, "cpu")
+        if not self._fast_apply(self._parts[0], g, k, lr, wd):
+            return False
+        self.step_count = k
+        self._advance(k)
+        return True
+
+    def _fast_apply(self, part, g, step, lr, wd) -> bool:  # pragma: no cover - subclasses
+        """Launch ``self._fast_kernel`` for one plain step; False if this step needs the full path."""
+        return False
+
+    def _fast_segment_arrays(self, lr, wd, decoupled, step_factor):
+        """The kernel's one-segment ``lr, l2, shrink`` arrays, as :func:`fastopt._step.segment_arrays`
+        computes them (same operations, so the same bits), written into reused buffers."""
+        self._fast_lr[0] = lr * step_factor
+        if decoupled:
+            self._fast_l2[0] = 0.0
+            self._fast_shrink[0] = 1.0 - lr * wd
+        else:
+            self._fast_l2[0] = wd
+            self._fast_shrink[0] = 1.0
+        return self._fast_lr, self._fast_l2, self._fast_shrink
 
     def _grad_parts(self, grads):
         if isinstance(grads, FlatParams):
@@ -152,6 +226,7 @@ class Optimizer:
         for part in self._parts:
             part.state.clear()
         self.step_count = 0
+        self._checked_grad = None   # the next step takes the full path, which makes the new state
 
     # -- checkpoints -----------------------------------------------------------------------
     def _host_state(self) -> dict:
