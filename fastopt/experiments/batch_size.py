@@ -8,8 +8,10 @@ mean squared error ``L = mean_j (u(x_j) - y_j)^2``, whose adjoint is ``dL/du_j =
 The lecture's claims: smaller batches reach lower training and validation losses in 100 epochs
 (more updates per epoch), and cost more time, because every update pays a fixed overhead
 ("for a small problem like this, it is significant"; its table: 6.4 s at batch 100 to 4.0 s at
-2000). fastopt removes most of that overhead: one fused forward + backward kernel per batch and
-one fused Adam call for all parameters.
+2000). fastopt removes most of that overhead: :func:`fastopt.train.fit` runs an epoch's steps
+(forward, loss, backward, fused Adam update) in one compiled call; the plain Python loop of
+``net.loss_and_grad`` and ``Adam.step`` (one fused kernel each, ~10 us of Python per step) is
+timed beside it and takes the same steps, bit for bit.
 
 With ``torch=True`` the same plain PyTorch loop (``nn.Sequential`` of Linear/Tanh, ``MSELoss``,
 ``zero_grad``, ``backward``, ``torch.optim.Adam``) runs beside it from the same initial weights,
@@ -32,6 +34,7 @@ import numpy as np
 
 from ..nn import MLP
 from ..optim import Adam
+from ..train import fit
 
 __all__ = ["make_data", "target", "train_fastopt", "train_torch", "run", "BATCH_SIZES", "LECTURE_TIMES_S"]
 
@@ -78,20 +81,41 @@ class _BatchMSE:
         return value
 
 
-def train_fastopt(net, data, batch_size, epochs, lr=1e-3, seed=0, progress=None):
+def train_fastopt(net, data, batch_size, epochs, lr=1e-3, seed=0, progress=None, loop="fit"):
     """Train ``net`` in place with Adam on mini-batches; time only the updates.
 
+    Args:
+      loop: ``"fit"``: :func:`fastopt.train.fit` (on the CPU, each epoch one compiled call); ``"python"``:
+        the plain loop of ``net.loss_and_grad`` and ``Adam.step`` per batch. Both take the same steps
+        (the same parameters, bit for bit, on the CPU).
     Returns:
       dict: ``time_s`` (the training loop alone), ``steps``, ``history`` (train and validation loss
       after each epoch, evaluated outside the timed region).
     """
+    if loop not in ("fit", "python"):
+        raise ValueError(f"train_fastopt: loop must be 'fit' or 'python', got {loop!r}")
     x, y, xv, yv = data
     opt = Adam(net.params, lr=lr)
+    perms = _shuffles(x.shape[0], epochs, seed)
+    history, outside = [], 0.0
+
+    def after_epoch(_):
+        nonlocal outside
+        t0 = time.perf_counter()
+        history.append((_mse(net, x, y), _mse(net, xv, yv)))
+        if progress is not None:
+            progress.update(1)
+        outside += time.perf_counter() - t0
+
+    if loop == "fit":
+        t0 = time.perf_counter()
+        result = fit(net, opt, x, y, batch_size=batch_size, epochs=epochs, permutations=perms, progress=after_epoch)
+        return {"time_s": time.perf_counter() - t0 - outside, "steps": result.steps, "history": history}
     grad = net.params.zeros_like()
     loss = _BatchMSE()
     n = x.shape[0]
-    history, elapsed, steps = [], 0.0, 0
-    for perm in _shuffles(n, epochs, seed):
+    elapsed, steps = 0.0, 0
+    for e, perm in enumerate(perms):
         xs, ys = x[perm], y[perm]          # one gather per epoch; batches are contiguous slices
         t0 = time.perf_counter()
         for start in range(0, n, batch_size):
@@ -100,9 +124,7 @@ def train_fastopt(net, data, batch_size, epochs, lr=1e-3, seed=0, progress=None)
             opt.step(grad)
         elapsed += time.perf_counter() - t0
         steps += -(-n // batch_size)
-        history.append((_mse(net, x, y), _mse(net, xv, yv)))
-        if progress is not None:
-            progress.update(1)
+        after_epoch(e)
     return {"time_s": elapsed, "steps": steps, "history": history}
 
 
@@ -173,6 +195,7 @@ def _warm_up(data, hidden, dtype, backend, with_torch):
     small = tuple(a[:8] for a in data)
     net = MLP(1, hidden, seed=0, dtype=dtype, backend=backend)
     train_fastopt(net, small, 4, 1)
+    train_fastopt(net, small, 4, 1, loop="python")
     if with_torch:
         train_torch(net, small, 4, 1)
 
@@ -187,8 +210,9 @@ def run(batch_sizes=BATCH_SIZES, epochs=100, n_train=2000, n_val=500, noise=0.1,
       torch: also run the PyTorch loop (needs torch) from the same weights on the same shuffles.
       progress: a tqdm progress bar over epochs.
     Returns:
-      dict: ``rows`` (one per batch size: ``batch_size, steps, time_s, train_loss, val_loss, history``
-      and, with ``torch``, ``torch_time_s, torch_train_loss, torch_val_loss, speedup``), and the
+      dict: ``rows`` (one per batch size: ``batch_size, steps, time_s`` (:func:`fastopt.train.fit`),
+      ``python_loop_time_s`` (the plain loop of loss_and_grad and Adam.step), ``train_loss, val_loss,
+      history`` and, with ``torch``, ``torch_time_s, torch_train_loss, torch_val_loss, speedup``), and the
       set-up.
     """
     data = make_data(n_train, n_val, noise, seed, dtype)
@@ -203,7 +227,10 @@ def run(batch_sizes=BATCH_SIZES, epochs=100, n_train=2000, n_val=500, noise=0.1,
         net = MLP(1, hidden, seed=seed, dtype=dtype, backend=backend)
         reference = net.params.copy() if torch else None
         result = train_fastopt(net, data, int(bs), epochs, lr, seed, bar)
+        looped = train_fastopt(MLP(1, hidden, seed=seed, dtype=dtype, backend=backend), data, int(bs), epochs, lr,
+                               seed, loop="python")
         row = {"batch_size": int(bs), "steps": result["steps"], "time_s": result["time_s"],
+               "python_loop_time_s": looped["time_s"],
                "train_loss": result["history"][-1][0], "val_loss": result["history"][-1][1],
                "history": result["history"]}
         if torch:
