@@ -38,7 +38,6 @@ Example: the batch-size experiment's fit, 3 epochs of batches of 100.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -258,14 +257,19 @@ def _compiled_epochs(net, optimizer, op, order, batch, n, losses):
         b1, b2 = optimizer.betas
         wd = optimizer._groups[0]["weight_decay"]
         k_end = k + -(-xs.shape[0] // batch)
-        for i in range(k, k_end):
-            step = optimizer.step_count + 1 + (i - k)
-            lr = float(optimizer._groups[0]["lr"](step - 1))
-            V.nonnegative(f"{type(optimizer).__name__}.step", "lr", lr)
-            bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
-            step_lr[i] = lr * (1.0 / bc1)
-            l2[i], shrink[i] = (0.0, 1.0 - lr * wd) if optimizer.decoupled_weight_decay else (wd, 1.0)
-            bc2_sqrt[i] = math.sqrt(bc2)
+        first = optimizer.step_count + 1
+        sched = optimizer._groups[0]["lr"]
+        lr = np.array([sched(t - 1) for t in range(first, first + k_end - k)], dtype=np.float64)
+        if not (lr.size and np.all(lr >= 0.0) and np.all(np.isfinite(lr))):
+            raise ValueError(f"fit: the learning rate schedule gave a negative or non-finite value: {lr}")
+        # Python's pow, as Adam.step (NumPy's power may round the last bit otherwise); the products,
+        # quotients and square roots below are correctly rounded either way: the same bits
+        step_lr[k:k_end] = lr * (1.0 / np.array([1.0 - b1 ** t for t in range(first, first + k_end - k)]))
+        bc2_sqrt[k:k_end] = np.sqrt(np.array([1.0 - b2 ** t for t in range(first, first + k_end - k)]))
+        if optimizer.decoupled_weight_decay:
+            l2[k:k_end], shrink[k:k_end] = 0.0, 1.0 - lr * wd
+        else:
+            l2[k:k_end], shrink[k:k_end] = wd, 1.0
         phi_all = g_all = np.empty((0, xs.shape[0]), net.dtype)
         if has_phi:
             phi_all, g = net.ansatz.channels("fit", xs, C)
