@@ -122,6 +122,11 @@ EXPERIMENTS = {
 }
 
 
+#: Options the demo passes to an experiment's ``run`` beside quick, seed, backend and progress: the
+#: multilevel experiment times itself against PyTorch whenever PyTorch is importable (issue 5).
+RUN_OPTIONS = {"multilevel": {"torch": "auto"}}
+
+
 def load(name):
     """The experiment ``name`` (a module or object with run/claims/plot), or None if its module is absent.
 
@@ -227,7 +232,7 @@ def run_report(names=None, *, quick=False, seed=0, backend="cpu", out="fastopt-r
             continue
         t0 = time.perf_counter()
         try:
-            result = exp.run(quick=quick, seed=seed, backend=backend, progress=progress)
+            result = exp.run(quick=quick, seed=seed, backend=backend, progress=progress, **RUN_OPTIONS.get(name, {}))
             claims = [Claim(*c) for c in exp.claims(result)]
         except Exception as exc:  # an experiment that breaks is a failed claim, not the end of the report
             times[name] = time.perf_counter() - t0
