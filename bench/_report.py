@@ -224,6 +224,25 @@ def summary_section(fn):
     return fn
 
 
+def relative_table(results, title, key, rows, impls, ref="fastopt", digits=1):
+    """Markdown lines: one row per ``rows`` entry (its group is ``group_of(row)``), each of ``impls``
+    as its best time in microseconds and its ratio to ``ref`` in the same group.
+
+    Args: results (RESULTS), title, key ``(first column name, group_of)``, rows, impls, ref, digits."""
+    name, group_of = key
+    lines = [title, "", f"| {name} | " + " | ".join(impls) + " |", "|---|" + "---|" * len(impls)]
+    for row in rows:
+        base = results.get((group_of(row), ref))
+        if base is None:
+            continue
+        cells = []
+        for impl in impls:
+            st = results.get((group_of(row), impl))
+            cells.append("-" if st is None else f"{st['min'] * 1e6:.{digits}f} us ({st['min'] / base['min']:.1f}x)")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _store(group, label, stats: dict, benchmark=None):
     key = (group, label)
     RESULTS[key] = stats

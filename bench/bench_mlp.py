@@ -35,7 +35,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _report import best_of, ratio, record_samples, summary_section, wait_quiet  # noqa: E402
+from _report import best_of, ratio, record_samples, relative_table, summary_section, wait_quiet  # noqa: E402
 from _rivals import torch_threads  # noqa: E402
 
 import fastopt  # noqa: E402
@@ -74,18 +74,8 @@ for _d in DTYPES:
 
 @summary_section
 def _table(results):
-    lines = [f"### PINN step, 1-20-20-1 tanh, J = {J}: microseconds per step and time(row) / time(fastopt)", "",
-             "| dtype | " + " | ".join(IMPLS) + " |", "|---|" + "---|" * len(IMPLS)]
-    for d in DTYPES:
-        ref = results.get((group(d), "fastopt"))
-        if ref is None:
-            continue
-        cells = []
-        for impl in IMPLS:
-            st = results.get((group(d), impl))
-            cells.append("-" if st is None else f"{st['min'] * 1e6:.1f} us ({st['min'] / ref['min']:.1f}x)")
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    return lines
+    return relative_table(results, f"### PINN step, 1-20-20-1 tanh, J = {J}: microseconds per step and "
+                                   "time(row) / time(fastopt)", ("dtype", group), DTYPES, IMPLS)
 
 
 def _problem(dtype):
