@@ -416,12 +416,16 @@ def _rhs(problem, previous, x):
 class _Objective:
     """The level's loss and gradient over the collocation points, in chunks of at most ``chunk`` points.
 
-    Chunks bound the size of one forward pass: in the CPU kernels a pass over ``C J`` rows calls
-    one BLAS GEMM, which OpenBLAS runs multithreaded above a size threshold, and on a machine whose
-    cores are busy that measured 30x slower than the single-threaded call (7.7 ms against 0.26 ms
-    CPU time for a forward at J = 1024, order 2, widths (20, 20)); 256 points (768 rows) stay below
-    it for widths up to 40. The sum over chunks is the same loss (the quadrature weights are sliced
-    with the points).
+    Chunks bound the size of one forward pass. They were introduced when the CPU kernels called one
+    BLAS GEMM per layer over ``C J`` rows, which OpenBLAS ran multithreaded above a size threshold:
+    on a machine whose cores are busy that measured 30x slower than the single-threaded call (7.7 ms
+    against 0.26 ms CPU time for a forward at J = 1024, order 2, widths (20, 20)). The kernels no
+    longer call BLAS (a register-tiled micro-kernel), but their own threaded build starts at ~300 us
+    of work per pass (``fastopt.kernels.cpu.mlp._use_threads``), which a level of 768-1024 points
+    reaches: 256-point chunks keep every pass serial (this module's levels run one after another on
+    one core; two parallel regions per evaluation cost 100-200 us of wake-ups) and keep the summation
+    order the experiments' numbers were measured with. The sum over chunks is the same loss (the
+    quadrature weights are sliced with the points).
     """
 
     def __init__(self, net, x, target, w, sign, chunk):
