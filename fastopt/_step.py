@@ -38,8 +38,8 @@ _NDARRAY = np.ndarray
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 # NPY_ARRAY_C_CONTIGUOUS | OWNDATA | ALIGNED | WRITEABLE, as in numpy/ndarraytypes.h
 _PLAIN_FLAGS = 0x0001 | 0x0004 | 0x0100 | 0x0400
-_ZERO = np.zeros(1)  # private constants: l2 = 0 and shrink = 1 of a single segment
-_ONE = np.ones(1)
+ZERO = np.zeros(1)  # constants (never written: the kernels only read them): l2 = 0 and shrink = 1 of
+ONE = np.ones(1)    # a single segment; writable, since Numba compiles read-only arrays separately
 
 
 class StepInfo(NamedTuple):
@@ -83,6 +83,14 @@ def check_arrays(func, names, arrays, backend=None):
     return backend, arrays
 
 
+def plain_cpu(backend, arrays) -> bool:
+    """True when a step needs none of :func:`check_arrays`' work: the call resolves to the CPU and
+    the arrays are plain 1-D NumPy arrays (:func:`_plain_arrays_ok`). For the functional steps'
+    lean paths, which pass the arrays to the kernel as they are."""
+    return (backend == "cpu" or (backend is None and _dispatch._active.get() in _CPU_CONTEXT)) \
+        and _plain_arrays_ok(arrays) and arrays[0].ndim == 1
+
+
 def _full_checks(func, names, arrays, backend):
     backend, arrays = _dispatch.resolve(func, list(zip(names, arrays)), backend)
     p, g = arrays[0], arrays[1]
@@ -107,10 +115,10 @@ def segment_arrays(func, n, segments, lr, weight_decay, decoupled, lr_factor=1.0
     """
     if decoupled is not False and decoupled is not True:
         decoupled = V.flag(func, "decoupled_weight_decay", decoupled)
-    bounds = _single_segment(n) if segments is None else V.segments(func, segments, n)
+    bounds = single_segment(n) if segments is None else V.segments(func, segments, n)
     if bounds.size == 2 and type(lr) is float and type(weight_decay) is float \
             and 0.0 <= lr < math.inf and weight_decay == 0.0:
-        return bounds, np.array((lr * lr_factor * step_factor,)), _ZERO, _ONE
+        return bounds, np.array((lr * lr_factor * step_factor,)), ZERO, ONE
     n_seg = bounds.size - 1
     lrs = V.per_segment(func, "lr", lr, n_seg, V.nonnegative)
     wds = V.per_segment(func, "weight_decay", weight_decay, n_seg, V.nonnegative)
@@ -170,7 +178,7 @@ def _plain_arrays_ok(arrays) -> bool:
 _SINGLE = {}
 
 
-def _single_segment(n: int) -> np.ndarray:
+def single_segment(n: int) -> np.ndarray:
     """The offsets [0, n] of one segment, cached read-only per n."""
     b = _SINGLE.get(n)
     if b is None:

@@ -99,3 +99,21 @@ def test_array_params_and_zero_state():
             b.zero_state()
     np.testing.assert_array_equal(w, ref)
     assert a.step_count == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [dict(), dict(beta1=0.8, beta2=0.99, eps=1e-6), dict(decoupled_weight_decay=True)])
+def test_functional_adam_lean_path_gives_the_bits_of_the_checked_path(dtype, options):
+    """adam_step's plain call (float hyperparameters, an int step, plain 1-D arrays) skips the checks'
+    calls; a NumPy-integer step takes the full path: both must agree bit for bit."""
+    import fastopt
+
+    rng = np.random.default_rng(3)
+    lean = [rng.standard_normal(33).astype(dtype)] + [np.zeros(33, dtype) for _ in range(2)]
+    full = [a.copy() for a in lean]
+    for k in range(1, 8):
+        g = rng.standard_normal(33).astype(dtype)
+        assert fastopt.adam_step(lean[0], g, lean[1], lean[2], step=k, lr=1e-2, **options).applied
+        fastopt.adam_step(full[0], g, full[1], full[2], step=np.int64(k), lr=1e-2, **options)
+    for a, b in zip(lean, full):
+        np.testing.assert_array_equal(a, b)

@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _validate as V
 from .. import _dispatch
-from .._step import StepInfo, check_arrays, empty_state, grad_multiplier, segment_arrays
+from .._step import (APPLIED, ONE, ZERO, StepInfo, check_arrays, empty_state, grad_multiplier, plain_cpu,
+                     segment_arrays, single_segment)
 
 __all__ = ["StepInfo", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
            "rmsprop_step", "adagrad_step", "lion_step", "nadam_mu"]
@@ -162,6 +165,18 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
       Loshchilov & Hutter, "Decoupled weight decay regularization", ICLR 2019;
       Reddi, Kale & Kumar, "On the convergence of Adam and beyond", ICLR 2018.
     """
+    if (amsgrad is False and segments is None and maximize is False and grad_scale == 1.0 and max_grad_norm is None
+            and skip_nonfinite is False and type(lr) is float and 0.0 <= lr < math.inf
+            and type(weight_decay) is float and weight_decay == 0.0
+            and (decoupled_weight_decay is False or decoupled_weight_decay is True)
+            and type(step) is int and step >= 1 and type(beta1) is float and 0.0 <= beta1 < 1.0
+            and type(beta2) is float and 0.0 <= beta2 < 1.0 and type(eps) is float and 0.0 < eps < math.inf
+            and plain_cpu(backend, (p, g, m, v))):
+        # the plain call, every argument checked above: the scalars of the path below, without its calls
+        _kernel("adam", "cpu")(p, g, m, v, empty_state(p), single_segment(p.size),
+                               np.array((lr * (1.0 / (1.0 - beta1 ** step)),)), ZERO, ONE, 1.0, beta1, beta2, eps,
+                               math.sqrt(1.0 - beta2 ** step), False)
+        return APPLIED
     f = "adam_step"
     amsgrad = V.flag(f, "amsgrad", amsgrad)
     if amsgrad and vmax is None:
