@@ -62,20 +62,26 @@ def problem(J, dtype, train_B=True, K=64, hidden=(64, 64, 64)):
 
 
 class Fastopt:
-    def __init__(self, spec, theta, B, x):
+    """One step (forward, adjoints of L, backward) on preallocated buffers; ``self()`` returns the gradient.
+
+    ``kernels``: a module with ``mlp_tape_size``, ``mlp_forward`` and ``mlp_backward`` (the mirrored
+    trees: ``kernels/cpu/mlp.py`` by default, ``reference_nn`` for the NumPy reference).
+    """
+
+    def __init__(self, spec, theta, B, x, kernels=mlp):
         dt = theta.dtype
         J = x.shape[0]
-        self.spec, self.theta, self.B, self.x = spec, theta, B, x
+        self.spec, self.theta, self.B, self.x, self.k = spec, theta, B, x, kernels
         self.e = np.empty(0, dt)
         self.out = np.empty((3, J), dt)
         self.basis = np.empty((3, J, spec.n_basis), dt)
-        self.tape = np.empty(mlp.mlp_tape_size(J, 1, spec.widths, 2), dt)
+        self.tape = np.empty(kernels.mlp_tape_size(J, 1, spec.widths, 2), dt)
         self.adj = np.empty((3, J), dt)
         self.grad = np.empty_like(theta)
 
     def forward(self):
-        mlp.mlp_forward(self.x, self.B, self.theta, *self.spec.config, self.e, self.e, self.out, self.basis,
-                        self.tape)
+        self.k.mlp_forward(self.x, self.B, self.theta, *self.spec.config, self.e, self.e, self.out, self.basis,
+                           self.tape)
 
     def adjoints(self):
         J = self.x.shape[0]
@@ -85,8 +91,8 @@ class Fastopt:
         self.adj[2] *= two
 
     def backward(self):
-        mlp.mlp_backward(self.x, self.B, self.theta, *self.spec.config, self.e, self.basis, self.tape, self.adj,
-                         self.grad)
+        self.k.mlp_backward(self.x, self.B, self.theta, *self.spec.config, self.e, self.basis, self.tape, self.adj,
+                            self.grad)
 
     def __call__(self):
         self.forward()
