@@ -190,6 +190,7 @@ def fit(net, optimizer, x, target, *, operator=(1.0,), batch_size=None, epochs=1
     x, target, op, order, batch, epochs, perms = _check(f, net, optimizer, x, target, operator, batch_size, epochs,
                                                         permutations, seed)
     n = x.shape[0]
+    xp = _dispatch.array_module(x)
     per_epoch = -(-n // batch)
     losses = np.empty(epochs * per_epoch)
     if compiled is not None and compiled is not True and compiled is not False:
@@ -204,7 +205,11 @@ def fit(net, optimizer, x, target, *, operator=(1.0,), batch_size=None, epochs=1
         _python_epochs(net, optimizer, op, order, batch, losses)
     k = 0
     for e in range(epochs):
-        xs, ts = (x, target) if perms is None else (x[perms[e]], target[perms[e]])
+        if perms is None:
+            xs, ts = x, target
+        else:
+            order = xp.asarray(perms[e])        # a device copy of the epoch's order for CuPy arrays
+            xs, ts = x[order], target[order]
         k = run_epoch(xs, ts, k)
         if progress is not None:
             progress(e)
