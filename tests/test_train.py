@@ -169,3 +169,20 @@ def test_several_residuals_sobolev_loss(dtype):
     np.testing.assert_allclose(rc.losses[0], expect, rtol=1e-5 if dtype == np.float32 else 1e-13)
     with pytest.raises(ValueError, match="target"):
         fit(net_c, opt_c, x, t[:, :2], operator=A)
+
+
+@pytest.mark.gpu
+def test_gpu_network_runs_the_python_loop_with_the_cpu_steps():
+    """On the GPU, fit is the Python loop of loss_and_grad and Adam.step (CuPy arrays throughout,
+    the epoch's order as a device array); float64 parameters agree with the compiled CPU epochs."""
+    from tests.conftest import require_backend, to_device, to_host
+
+    require_backend("gpu")
+    x, y = _data(200)
+    cpu = MLP(1, (12, 10), seed=1)
+    gpu = MLP(1, (12, 10), seed=1, backend="gpu")
+    rc = fit(cpu, Adam(cpu.params, lr=1e-2), x, y, batch_size=64, epochs=3, seed=2)
+    rg = fit(gpu, Adam(gpu.params, lr=1e-2), to_device(x, "gpu"), to_device(y, "gpu"), batch_size=64, epochs=3, seed=2)
+    assert rc.compiled and not rg.compiled
+    np.testing.assert_allclose(to_host(gpu.params.data), cpu.params.data, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(rg.losses, rc.losses, rtol=1e-10)
