@@ -6,9 +6,13 @@ The basis is the last hidden layer of a d = 1 tanh network 1 -> 64 -> N (value r
 system ``A = Phi^T W Phi``, ``b = Phi^T W y``, quadrature weights), J points, float64 and float32
 networks (accumulation in float64 in every fastopt row). Per group, in one run, rows:
 
-- ``fastopt``: ``fastopt.ls.assemble(net, x, problem)``: per tile the network's forward, the
-  tile's rows, ``GramAccumulator.add`` (``dsyrk`` + ``dgemv`` on sqrt(w)-scaled rows); the J x N
-  matrix never exists;
+- ``fastopt``: ``fastopt.ls.assemble(net, x, problem)``: per tile the network's forward, then one
+  kernel (``gram.gram_accumulate_channels``) that writes the tile's sqrt(w)-scaled rows into a
+  float64 scratch and adds them with ``dsyrk`` + ``dgemv`` on one BLAS thread; the J x N matrix
+  never exists;
+- ``fastopt-blas2`` (float64 only; supplementary, no target): the same with OpenBLAS's default
+  threads for the tiles' ``dsyrk`` (``gram.SERIAL_BLAS_MAX_ROWS = 0``): whether the one-thread policy
+  costs anything on a quiet machine (on a loaded one, two threads were measured 3-16x slower);
 - ``numpy``: materialise Phi with NumPy (``tanh(tanh(x W1 + b1) W2 + b2)``, the network's own
   weights), then ``Phi.T @ (w[:, None] * Phi)`` and ``Phi.T @ (w * y)``;
 - ``torch`` (if installed): the same materialise-then-GEMM in PyTorch, tiled like fastopt;
@@ -40,7 +44,7 @@ from fastopt.problems import LeastSquares  # noqa: E402
 
 DTYPES = {"float64": np.float64, "float32": np.float32}
 SIZES = [(10**4, 32), (10**4, 128), (10**4, 256), (10**5, 32), (10**5, 128), (10**5, 256), (10**6, 256)]
-IMPLS = ["fastopt", "numpy", "torch", "layer+dsyrk"]
+IMPLS = ["fastopt", "numpy", "torch", "layer+dsyrk", "fastopt-blas2"]
 WIDTH = 64
 MEMORY_LIMIT_MB = 64.0
 
@@ -58,7 +62,11 @@ for _d in DTYPES:
               (_g, "numpy"), at_least=1.25, note="issue 4 target")
         ratio(f"fused gram {_d} J={fmt_n(_J)} N={_N}: (layer once + dsyrk) / fastopt", (_g, "fastopt"),
               (_g, "layer+dsyrk"), at_least=0.8, note="issue 4: within 1.25x of the ceiling")
-CASES = [(J, N, d, i) for d in DTYPES for J, N in SIZES for i in IMPLS if not (J == 10**6 and d == "float32")]
+        if _d == "float64":
+            ratio(f"fused gram {_d} J={fmt_n(_J)} N={_N}: fastopt (1 BLAS thread) vs fastopt-blas2", (_g, "fastopt"),
+                  (_g, "fastopt-blas2"), note="supplementary: the tiles' BLAS thread policy")
+CASES = [(J, N, d, i) for d in DTYPES for J, N in SIZES for i in IMPLS
+         if not (J == 10**6 and d == "float32") and not (i == "fastopt-blas2" and d != "float64")]
 _MEMORY = {}
 
 
@@ -114,6 +122,15 @@ def test_fused_gram(benchmark, timed, request, J, N, dtype, impl):
             fn()
             _MEMORY[f"J={fmt_n(J)} N={N} {dtype}"] = tracemalloc.get_traced_memory()[1] / 2**20
             tracemalloc.stop()
+    elif impl == "fastopt-blas2":
+        from fastopt.kernels.cpu import gram as cpu_gram
+
+        def fn():
+            limit, cpu_gram.SERIAL_BLAS_MAX_ROWS = cpu_gram.SERIAL_BLAS_MAX_ROWS, 0
+            try:
+                return ls.assemble(net, x, problem).A
+            finally:
+                cpu_gram.SERIAL_BLAS_MAX_ROWS = limit
     elif impl == "numpy":
         def fn():
             Phi = _numpy_phi(net, x)

@@ -432,3 +432,127 @@ def test_accumulator_constructor_checks():
                     (dict(n_basis=3, backend="nope"), ValueError)]:
         with pytest.raises(exc):
             ls.GramAccumulator(**kw)
+
+
+# --------------------------------------------------------------------------- fused assembly from a network (CPU path)
+def _plain_assembly(net, x, problem, tile):
+    """The general (unfused) path of ``ls.assemble``: per tile the NumPy rows into a GramAccumulator."""
+    from fastopt import _ls_hybrid as H
+
+    nb = net.n_basis + (1 if net.out_bias else 0)
+    acc = ls.GramAccumulator(nb)
+    for lo in range(0, x.shape[0], tile):
+        hi = min(x.shape[0], lo + tile)
+        Vt, G, _ = H._basis_channels(net, x[lo:hi], problem.order)
+        H._add_tile(acc, None, problem, Vt, G, lo, hi)
+    return acc.finish()
+
+
+def _network_problem(kind, dtype, ansatz, out_bias, J=257, seed=0):
+    from fastopt.nn import MLP, Ansatz
+    from fastopt.problems import LeastSquares
+
+    rng = _rng("fused", kind, dtype.__name__, ansatz, out_bias, J, seed)
+    net = MLP(1, (9, 7), seed=seed, dtype=dtype, out_bias=out_bias,
+              ansatz=Ansatz.box(0.0, 1.0) if ansatz else None)
+    x = np.sort(rng.uniform(0, 1, (J, 1)), axis=0).astype(dtype)
+    w = rng.uniform(0.1, 1.0, J) / J
+    if kind == "regression":
+        problem = LeastSquares.regression(np.sin(6 * x[:, 0].astype(F64)), w)
+    elif kind == "pinn":   # two channels, per-point coefficients with both signs
+        problem = LeastSquares(np.stack([rng.uniform(-2, 2, J), np.zeros(J), -np.ones(J)]), np.cos(3 * x[:, 0]), w)
+    else:                  # one channel that is zero at some points: an operator with empty rows
+        coef = np.zeros((3, J))
+        coef[1, ::3] = rng.uniform(-1, 1, len(range(0, J, 3)))
+        problem = LeastSquares(coef, rng.standard_normal(J), w)
+    return net, x, problem
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", ["regression", "pinn", "sparse"])
+@pytest.mark.parametrize("ansatz,out_bias", [(False, False), (False, True), (True, True)],
+                         ids=["plain", "bias", "ansatz"])
+@pytest.mark.parametrize("tile", [3, 50, 1000])   # 257 points: tiles of 3 end with 2 rows, of 50 with 7
+def test_fused_cpu_assembly_equals_the_plain_path_bit_for_bit(dtype, kind, ansatz, out_bias, tile):
+    """The CPU fast path (one kernel per tile) performs the plain path's operations in the same order.
+
+    (Not with one-row tiles: there the accumulator takes the row's weight as one weight for every row
+    and hands it to syrk as alpha instead of scaling the row by its square root: other rounding.)
+    """
+    net, x, problem = _network_problem(kind, dtype, ansatz, out_bias)
+    fused = ls.assemble(net, x, problem, tile=tile)
+    plain = _plain_assembly(net, x, problem, tile)
+    assert fused.A.dtype == F64 and fused.A.tobytes() == plain.A.tobytes()
+    assert fused.b.tobytes() == plain.b.tobytes()
+    assert fused.ywy == plain.ywy and fused.n_rows == plain.n_rows == x.shape[0]
+    assert np.array_equal(fused.A, fused.A.T)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+def test_fused_assembly_tile_changes_rounding_only_and_is_deterministic(dtype):
+    """Any tile size (the default's equal tiles included) gives the materialised system to rounding;
+    the same tile size the same bits."""
+    net, x, problem = _network_problem("pinn", dtype, True, True, J=3001)
+    Vt = net.basis(x, 2)
+    phi, g = net.ansatz_channels(x, 2)
+    Phi = np.concatenate([Vt, phi[:, :, None]], axis=2)
+    a, w = problem.coef, problem.weights
+    rows = sum(a[ch][:, None] * Phi[ch].astype(F64) for ch in (0, 2))
+    y = problem.target - sum(a[ch] * g[ch] for ch in (0, 2))
+    A = rows.T @ (w[:, None] * rows)
+    b = rows.T @ (w * y)
+    # float64: rounding of the sums only; float32: the forward's float32 rounding of a point's channels
+    # also depends on where the point falls in the forward's blocks of 64 (the micro-kernel's tails)
+    tol = 1e-13 if dtype == F64 else 1e-6
+    for tile in [None, 7, 1024, 1500, 2999, 5000]:
+        s = ls.assemble(net, x, problem, tile=tile)
+        assert np.max(np.abs(s.A - A)) <= tol * np.abs(A).max(), tile
+        assert np.max(np.abs(s.b - b)) <= tol * np.abs(b).max(), tile
+        assert s.ywy == pytest.approx(float(w @ (y * y)), rel=tol)
+        again = ls.assemble(net, x, problem, tile=tile)
+        assert s.A.tobytes() == again.A.tobytes() and s.b.tobytes() == again.b.tobytes()
+
+
+def test_fused_assembly_default_tiles_are_equal():
+    """The default tile is cut to equal tiles: J = 1e4 at N = 32 runs two forwards of 5000 points."""
+    from fastopt.nn import MLP
+    from fastopt.problems import LeastSquares
+
+    net = MLP(1, (8, 32), seed=0, out_bias=False)
+    x = np.linspace(0, 1, 10_000)[:, None]
+    sizes = []
+    forward = net.forward
+    net.forward = lambda xt, order=0: (sizes.append(xt.shape[0]), forward(xt, order))[1]
+    s = ls.assemble(net, x, LeastSquares.regression(np.sin(x[:, 0])))
+    assert sizes == [5000, 5000] and s.n_rows == 10_000
+
+
+@pytest.mark.parametrize("name", ["dense0.W", "dense1.b"])
+def test_fused_assembly_refuses_non_finite_rows(name):
+    net, x, problem = _network_problem("regression", F64, False, True)
+    net.params[name][0] = np.nan
+    with pytest.raises(ValueError, match="ls.assemble: the basis rows at points 0:50 contain NaN or inf"):
+        ls.assemble(net, x, problem, tile=50)
+
+
+def test_fused_assembly_of_no_points_is_zero():
+    from fastopt.nn import MLP
+    from fastopt.problems import LeastSquares
+
+    net = MLP(1, (4, 3), seed=0)
+    s = ls.assemble(net, np.empty((0, 1)), LeastSquares(np.ones((1, 0)), np.empty(0), np.empty(0)))
+    assert s.A.shape == (4, 4) and not s.A.any() and not s.b.any() and s.n_rows == 0 and s.ywy == 0.0
+
+
+def test_tiles_run_blas_on_one_thread():
+    """Tiles of ordinary size run BLAS on one thread (measured: a tile's syrk is too small to share two
+    busy cores); the caller's setting is restored afterwards, and huge tiles keep it."""
+    from threadpoolctl import ThreadpoolController
+
+    blas = ThreadpoolController().select(user_api="blas")
+    before = [info["num_threads"] for info in blas.info()]
+    with cpu.blas_threads(4096):
+        assert all(info["num_threads"] == 1 for info in blas.info())
+    assert [info["num_threads"] for info in blas.info()] == before
+    with cpu.blas_threads(cpu.SERIAL_BLAS_MAX_ROWS + 1):
+        assert [info["num_threads"] for info in blas.info()] == before

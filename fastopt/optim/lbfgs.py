@@ -15,34 +15,16 @@ thread (``threadpoolctl``), and ``fun_and_grad`` with the thread count its calle
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
 from .. import _validate as V
+from ..kernels.cpu import _blas_threads
 from ..params import FlatParams
 
 __all__ = ["lbfgs", "SERIAL_BLAS_MAX_PARAMS"]
 
 #: Up to this many parameters, SciPy's L-BFGS-B loop runs with one BLAS thread (module docstring).
 SERIAL_BLAS_MAX_PARAMS = 1 << 17
-
-_controller = None
-
-
-def _blas():
-    """threadpoolctl's controller of the loaded BLAS libraries (created once: it scans them)."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController().select(user_api="blas")
-    return _controller
-
-
-def _blas_threads(limit):
-    """A context with the BLAS libraries limited to ``limit`` threads (None: unchanged)."""
-    return contextlib.nullcontext() if limit is None else _blas().limit(limits=limit)
 
 
 def lbfgs(fun_and_grad, params, *, max_iter=500, max_eval=None, history=10, gtol=1e-10, ftol=1e-15,
@@ -89,15 +71,14 @@ def lbfgs(fun_and_grad, params, *, max_iter=500, max_eval=None, history=10, gtol
         for b, lo, hi in zip(buffers, sizes[:-1], sizes[1:]):
             b.reshape(-1)[...] = x[lo:hi]
 
-    import scipy.optimize  # here: it costs 0.3 s, more than `import fastopt`; and before _blas(), which
-    #                        must see the BLAS that SciPy loads
+    import scipy.optimize  # imported here: it costs 0.3 s, more than `import fastopt` itself
 
     serial = x0.size <= SERIAL_BLAS_MAX_PARAMS
-    caller_threads = max([lib.num_threads for lib in _blas().lib_controllers], default=None) if serial else None
+    caller_threads = _blas_threads.threads() if serial else None
 
     def objective(x):
         scatter(x)
-        with _blas_threads(caller_threads):         # the caller's BLAS threads inside fun_and_grad
+        with _blas_threads.limit(caller_threads):         # the caller's BLAS threads inside fun_and_grad
             loss, grad = fun_and_grad(params)
         parts = list(grad.buffers.values()) if isinstance(grad, FlatParams) else [grad]
         g = np.concatenate([np.asarray(q, dtype=np.float64).ravel() for q in parts])
@@ -112,7 +93,7 @@ def lbfgs(fun_and_grad, params, *, max_iter=500, max_eval=None, history=10, gtol
         if callback is not None:
             callback(iteration[0], float(intermediate_result.fun))
 
-    with _blas_threads(1 if serial else None):
+    with _blas_threads.limit(1 if serial else None):
         result = scipy.optimize.minimize(objective, x0, jac=True, method="L-BFGS-B", callback=on_iteration,
                                          options=dict(maxiter=max_iter, maxfun=max_eval, maxcor=history,
                                                       gtol=gtol, ftol=ftol))
