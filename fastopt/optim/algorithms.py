@@ -104,10 +104,11 @@ class Adam(Optimizer):
     _fast_kernel_name = ("optim", "adam")
 
     def _fast_apply(self, part, g, step, lr, wd):
-        b1, b2 = V.beta("Adam", "betas[0]", self.betas[0]), V.beta("Adam", "betas[1]", self.betas[1])
-        eps, amsgrad = V.positive("Adam", "eps", self.eps), self.amsgrad
-        decoupled = self.decoupled_weight_decay
-        if (amsgrad is not True and amsgrad is not False) or (decoupled is not True and decoupled is not False):
+        (b1, b2), eps, amsgrad, decoupled = self.betas, self.eps, self.amsgrad, self.decoupled_weight_decay
+        # the checks of V.beta / V.positive / V.flag, inline; anything else: the full path, which raises
+        if not (type(b1) is float and 0.0 <= b1 < 1.0 and type(b2) is float and 0.0 <= b2 < 1.0
+                and type(eps) is float and 0.0 < eps < math.inf
+                and (amsgrad is True or amsgrad is False) and (decoupled is True or decoupled is False)):
             return False
         s = part.state
         bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step      # as adam_step computes them

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _dispatch
 from .. import _validate as V
-from .._step import CLIP_EPS, StepInfo
+from .._step import CLIP_EPS, ONE, ZERO, StepInfo
 from ..params import FlatParams
 from ..schedules import as_schedule
 
@@ -185,7 +185,11 @@ class Optimizer:
         if type(lr) is not float or not 0.0 <= lr < math.inf:
             return False
         if self._fast_kernel is None:
-            self._fast_kernel = _dispatch.get_kernel(*self._fast_kernel_name, "cpu")
+            # the size never changes: the serial or threaded build chosen once (as the kernel's
+            # own size dispatcher would choose it at every call)
+            kernel = _dispatch.get_kernel(*self._fast_kernel_name, "cpu")
+            self._fast_kernel = getattr(kernel, "threaded" if g.size >= kernel.parallel_min_size else "serial",
+                                        kernel)
         if not self._fast_apply(self._parts[0], g, k, lr, wd):
             return False
         self.step_count = k
@@ -200,6 +204,8 @@ class Optimizer:
         """The kernel's one-segment ``lr, l2, shrink`` arrays, as :func:`fastopt._step.segment_arrays`
         computes them (same operations, so the same bits), written into reused buffers."""
         self._fast_lr[0] = lr * step_factor
+        if wd == 0.0:           # l2 = 0, shrink = 1 (1 - lr 0 = 1 exactly): the constant arrays
+            return self._fast_lr, ZERO, ONE
         if decoupled:
             self._fast_l2[0] = 0.0
             self._fast_shrink[0] = 1.0 - lr * wd

@@ -81,7 +81,7 @@ def _by_size(serial):
 
     run.__name__ = serial.py_func.__name__.lstrip("_")
     run.__doc__ = serial.py_func.__doc__
-    run.serial, run.threaded = serial, threaded
+    run.serial, run.threaded, run.parallel_min_size = serial, threaded, PARALLEL_MIN_SIZE
     return run
 
 
