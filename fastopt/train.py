@@ -201,18 +201,21 @@ def fit(net, optimizer, x, target, *, operator=(1.0,), batch_size=None, epochs=1
                          f"parameter group and no clipping, skipping, maximising or loss scale, and batches "
                          f"small enough for the serial kernels")
     compiled = can if compiled is None else compiled
-    run_epoch = _compiled_epochs(net, optimizer, op, order, batch, n, losses) if compiled else \
+    run_epochs = _compiled_epochs(net, optimizer, op, order, batch, n, losses) if compiled else \
         _python_epochs(net, optimizer, op, order, batch, losses)
-    k = 0
-    for e in range(epochs):
-        if perms is None:
-            xs, ts = x, target
-        else:
-            order = xp.asarray(perms[e])        # a device copy of the epoch's order for CuPy arrays
-            xs, ts = x[order], target[order]
-        k = run_epoch(xs, ts, k)
-        if progress is not None:
-            progress(e)
+    if perms is None and progress is None:
+        k = run_epochs(x, target, 0, epochs)       # the same points in the same order: one call for all
+    else:
+        k = 0
+        for e in range(epochs):
+            if perms is None:
+                xs, ts = x, target
+            else:
+                idx = xp.asarray(perms[e])          # a device copy of the epoch's order for CuPy arrays
+                xs, ts = x[idx], target[idx]
+            k = run_epochs(xs, ts, k, 1)
+            if progress is not None:
+                progress(e)
     net._last = None      # the tape holds the last batch's forward, not one the caller made: no backward
     return FitResult(losses, losses.reshape(epochs, per_epoch).mean(axis=1), k, compiled)
 
@@ -222,12 +225,13 @@ def _python_epochs(net, optimizer, op, order, batch, losses):
     loss = ResidualLoss(op)
     grad = net.params.zeros_like()
 
-    def run(xs, ts, k):
-        for lo in range(0, xs.shape[0], batch):
-            loss.target = ts[lo:lo + batch]
-            losses[k], _ = net.loss_and_grad(xs[lo:lo + batch], loss, order, grad)
-            optimizer.step(grad)
-            k += 1
+    def run(xs, ts, k, epochs):
+        for _ in range(epochs):
+            for lo in range(0, xs.shape[0], batch):
+                loss.target = ts[lo:lo + batch]
+                losses[k], _ = net.loss_and_grad(xs[lo:lo + batch], loss, order, grad)
+                optimizer.step(grad)
+                k += 1
         return k
 
     return run
@@ -256,12 +260,12 @@ def _compiled_epochs(net, optimizer, op, order, batch, n, losses):
     steps = losses.size
     step_lr, l2, shrink, bc2_sqrt = (np.empty(steps) for _ in range(4))
 
-    def run(xs, ts, k):
+    def run(xs, ts, k, epochs):
         xs, ts = np.ascontiguousarray(xs), np.ascontiguousarray(ts.reshape(ts.shape[0], -1))
         # this epoch's step scalars, with the options as they are now (read as Adam.step reads them)
         b1, b2 = optimizer.betas
         wd = optimizer._groups[0]["weight_decay"]
-        k_end = k + -(-xs.shape[0] // batch)
+        k_end = k + epochs * -(-xs.shape[0] // batch)
         first = optimizer.step_count + 1
         sched = optimizer._groups[0]["lr"]
         lr = np.array([sched(t - 1) for t in range(first, first + k_end - k)], dtype=np.float64)
@@ -285,7 +289,7 @@ def _compiled_epochs(net, optimizer, op, order, batch, n, losses):
         k_next = kernel(xs, ts, batch, op_arr, net.B, net._theta, cfg[0], cfg[1], cfg[2], cfg[3],
                         cfg[4], cfg[5], phi_all, g_all, workspaces[0], workspaces[1], grad, state["m"], state["v"],
                         vmax, part.segments.bounds, step_lr, l2, shrink, bc2_sqrt, b1, b2, optimizer.eps, amsgrad,
-                        losses, k)
+                        losses, k, epochs)
         optimizer.step_count += k_next - k
         return k_next
 

@@ -87,28 +87,30 @@ def _step(xs, ts, lo, hi, op, B, s, keep_x, train_B, theta, widths, act, has_c0,
 @jit
 def _residual_adam_run(xs, ts, batch, op, B, s, keep_x, train_B, theta, widths, act, has_c0, phi_all,
                        g_all, ws_full, ws_tail, grad, m, v, vmax, bounds, step_lr, l2, shrink, bc2_sqrt, beta1,
-                       beta2, eps, amsgrad, losses, k0):
+                       beta2, eps, amsgrad, losses, k0, epochs):
     n = xs.shape[0]
     pB = B.size if train_B else 0
     k = k0
-    for lo in range(0, n, batch):
-        hi = min(n, lo + batch)
-        if hi - lo == batch:
-            phi, g, out, basis, tape, adj = ws_full
-        else:
-            phi, g, out, basis, tape, adj = ws_tail
-        losses[k] = _step(xs, ts, lo, hi, op, B, s, keep_x, train_B, theta, widths, act, has_c0, phi_all,
-                          g_all, phi, g, out, basis, tape, adj, grad, pB)
-        _adam(theta, grad, m, v, vmax, bounds, step_lr[k:k + 1], l2[k:k + 1], shrink[k:k + 1], 1.0, beta1, beta2,
-              eps, bc2_sqrt[k], amsgrad)
-        k += 1
+    for _ in range(epochs):
+        for lo in range(0, n, batch):
+            hi = min(n, lo + batch)
+            if hi - lo == batch:
+                phi, g, out, basis, tape, adj = ws_full
+            else:
+                phi, g, out, basis, tape, adj = ws_tail
+            losses[k] = _step(xs, ts, lo, hi, op, B, s, keep_x, train_B, theta, widths, act, has_c0, phi_all,
+                              g_all, phi, g, out, basis, tape, adj, grad, pB)
+            _adam(theta, grad, m, v, vmax, bounds, step_lr[k:k + 1], l2[k:k + 1], shrink[k:k + 1], 1.0, beta1,
+                  beta2, eps, bc2_sqrt[k], amsgrad)
+            k += 1
     return k
 
 
 def residual_adam_run(xs, ts, batch, op, B, theta, widths, act, s, keep_x, train_B, has_c0, phi_all,
                       g_all, ws_full, ws_tail, grad, m, v, vmax, bounds, step_lr, l2, shrink, bc2_sqrt, beta1, beta2,
-                      eps, amsgrad, losses, k0):
-    """One epoch: Adam steps on the batches ``xs[lo:lo + batch]`` in order; returns the next step index.
+                      eps, amsgrad, losses, k0, epochs=1):
+    """``epochs`` epochs on the same points in the same order: Adam steps on the batches
+    ``xs[lo:lo + batch]``; returns the next step index.
 
     Args:
       xs (n, d), ts (n, R): the epoch's points and targets, in batch order (C-contiguous).
@@ -122,7 +124,8 @@ def residual_adam_run(xs, ts, batch, op, B, theta, widths, act, s, keep_x, train
       step_lr, l2, shrink, bc2_sqrt: per step (indexed by the run's step ``k``), the kernel scalars
         ``lr_k / (1 - beta1^k)``, L2 decay, decoupled shrink ``1 - lr_k wd`` and ``sqrt(1 - beta2^k)``.
       losses: per step, the batch loss before the update is written at ``losses[k]``.  k0: first index.
+      epochs: passes over ``xs`` (full-batch training takes one step per epoch: one call for all).
     """
     return _residual_adam_run(xs, ts, batch, op, B, float(s), bool(keep_x), bool(train_B), theta, widths,
                               act, bool(has_c0), phi_all, g_all, ws_full, ws_tail, grad, m, v, vmax, bounds, step_lr,
-                              l2, shrink, bc2_sqrt, beta1, beta2, eps, bool(amsgrad), losses, int(k0))
+                              l2, shrink, bc2_sqrt, beta1, beta2, eps, bool(amsgrad), losses, int(k0), int(epochs))
