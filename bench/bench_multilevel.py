@@ -4,8 +4,8 @@ Run:  OMP_WAIT_POLICY=PASSIVE python -m pytest bench/bench_multilevel.py --bench
 
 Issue 5: multilevel training "at a small fraction of the time that a PyTorch implementation needs
 on the same machine". The levels of the full-size experiment (``fastopt.experiments.multilevel``):
-level 0 (k in pi {1, 2}, 256 points) and level 3 (k in pi {1..16}, 1024 points), 1-[features]-20-20-1
-tanh networks times ``x (1 - x)``, the residual loss of ``-u'' = f`` on the level's Gauss-Legendre
+level 0 (k in pi {1, 2}, 256 points) and level 3 (k in pi {1..16}, 2048 points; 1024 when first
+measured), 1-[features]-20-20-1 tanh networks times ``x (1 - x)``, the residual loss of ``-u'' = f`` on the level's Gauss-Legendre
 rule. Rows, per level, in one run:
 
 - ``fastopt``: one Adam step of ``train_levels``: its ``_Objective`` (u, u', u'' forward + backward
