@@ -108,6 +108,9 @@ def _check(f, net, optimizer, x, target, operator, batch_size, epochs, permutati
         raise ValueError(f"{f}: optimizer must be a fastopt.optim optimiser built on net.params")
     backend = "cpu" if net.backend == "reference" else net.backend
     _, (x, target) = _dispatch.resolve(f, [("x", x), ("target", target)], backend)
+    # x and target are only read: a strided view (a column of a table) is copied, not refused
+    xp = _dispatch.array_module(x)
+    x, target = (a if getattr(a, "ndim", 0) == 0 else xp.ascontiguousarray(a) for a in (x, target))
     V.points(f, "x", x, net.d, net.dtype)
     V.all_finite(f, "x", x)
     n = x.shape[0]

@@ -186,3 +186,14 @@ def test_gpu_network_runs_the_python_loop_with_the_cpu_steps():
     assert rc.compiled and not rg.compiled
     np.testing.assert_allclose(to_host(gpu.params.data), cpu.params.data, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(rg.losses, rc.losses, rtol=1e-10)
+
+
+def test_strided_points_and_targets_are_read_not_refused():
+    """x and target are inputs only: a column of a table works (a copy is read), dtype still checked."""
+    table = np.random.default_rng(0).uniform(0.0, 1.0, (50, 3))
+    a, b = MLP(1, (6,), seed=0), MLP(1, (6,), seed=0)
+    fit(a, Adam(a.params, lr=1e-2), table[:, :1], table[:, 2], epochs=3)
+    fit(b, Adam(b.params, lr=1e-2), np.ascontiguousarray(table[:, :1]), table[:, 2].copy(), epochs=3)
+    np.testing.assert_array_equal(a.params.data, b.params.data)
+    with pytest.raises((TypeError, ValueError), match="target"):
+        fit(a, Adam(a.params, lr=1e-2), table[:, :1], table[:, 2].astype(np.float32))
