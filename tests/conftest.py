@@ -389,6 +389,14 @@ def w_vector(mode, weights, J):
     return np.asarray(weights, F64)
 
 
+def tile_problem(rng, dtype, wmode, J=1500, N=9):
+    """Rows, values and weights of the tiling tests (CPU and GPU): ``(Phi, y, weights, wv)``."""
+    Phi = rng.standard_normal((J, N)).astype(dtype)
+    y = rng.standard_normal(J).astype(dtype)
+    weights = weights_for(wmode, J, rng)
+    return Phi, y, weights, w_vector(wmode, weights, J)
+
+
 def assert_within(actual, expected, bound, what, k=2.0):
     """``|actual - expected| <= k bound`` element-wise (the reference itself is off by up to one bound)."""
     actual, expected = np.asarray(actual, F64), np.asarray(expected, F64)

@@ -29,18 +29,13 @@ import zlib
 import numpy as np
 import pytest
 
-cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+import fastopt
 
+_gpu_ok, _gpu_why = fastopt.gpu_status()      # CuPy and a usable device (the emulator's, under it)
+if not _gpu_ok:
+    pytest.skip(f"gpu backend unavailable: {_gpu_why}", allow_module_level=True)
 
-def _device_count() -> int:
-    try:
-        return cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # no driver, no device
-        return 0
-
-
-if _device_count() == 0:
-    pytest.skip("no CUDA device", allow_module_level=True)
+import cupy  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
@@ -50,7 +45,7 @@ from fastopt.kernels.cpu import gram as cpu_gram  # noqa: E402
 from fastopt.kernels.gpu import gram as gpu_gram  # noqa: E402
 from fastopt.nn import MLP, Ansatz  # noqa: E402
 from fastopt.problems import Energy, LeastSquares  # noqa: E402
-from tests.conftest import assert_within, gram_bounds, reference_system, w_vector, weights_for  # noqa: E402
+from tests.conftest import assert_within, gram_bounds, reference_system, tile_problem, w_vector, weights_for  # noqa: E402
 
 F32, F64 = np.float32, np.float64
 EPS64 = float(np.finfo(F64).eps)
@@ -109,11 +104,7 @@ def test_gram_matches_reference(dtype, J, N, tile, wmode, with_y):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_gram_tiles_are_deterministic_and_match_the_cpu(dtype, wmode):
     rng = _rng("tiles", dtype.__name__, wmode)
-    J, N = 1500, 9
-    Phi = rng.standard_normal((J, N)).astype(dtype)
-    y = rng.standard_normal(J).astype(dtype)
-    weights = weights_for(wmode, J, rng)
-    wv = w_vector(wmode, weights, J)
+    Phi, y, weights, wv = tile_problem(rng, dtype, wmode)
     bA, bb, bywy = gram_bounds(Phi, wv, y)
     for tile in (7, 1499, 100000, None):
         s = ls.gram(dev(Phi), dev(weights), dev(y), tile=tile)

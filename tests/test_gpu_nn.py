@@ -53,18 +53,13 @@ import zlib
 import numpy as np
 import pytest
 
-cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+import fastopt
 
+_gpu_ok, _gpu_why = fastopt.gpu_status()      # CuPy and a usable device (the emulator's, under it)
+if not _gpu_ok:
+    pytest.skip(f"gpu backend unavailable: {_gpu_why}", allow_module_level=True)
 
-def _device_count() -> int:
-    try:
-        return cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # no driver, no device
-        return 0
-
-
-if _device_count() == 0:
-    pytest.skip("no CUDA device", allow_module_level=True)
+import cupy  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

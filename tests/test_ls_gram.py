@@ -27,7 +27,7 @@ import pytest
 from fastopt import ls
 from fastopt.kernels import reference_ls as ref
 from fastopt.kernels.cpu import gram as cpu
-from tests.conftest import assert_within, gram_bounds, reference_system, w_vector, weights_for
+from tests.conftest import assert_within, gram_bounds, reference_system, tile_problem, w_vector, weights_for
 
 F32, F64 = np.float32, np.float64
 EPS64 = float(np.finfo(F64).eps)
@@ -130,11 +130,7 @@ def test_float32_rows_accumulate_in_float64():
 @pytest.mark.parametrize("wmode", ["scalar", "array"])
 def test_tiling_changes_rounding_only_and_is_deterministic(dtype, wmode):
     rng = _rng("tiles", dtype.__name__, wmode)
-    J, N = 1500, 9
-    Phi = rng.standard_normal((J, N)).astype(dtype)
-    y = rng.standard_normal(J).astype(dtype)
-    weights = weights_for(wmode, J, rng)
-    wv = w_vector(wmode, weights, J)
+    Phi, y, weights, wv = tile_problem(rng, dtype, wmode)
     A_ref, b_ref, _ = reference_system(Phi, wv, y)
     bA, bb, _ = gram_bounds(Phi, wv, y)
     for tile in (1, 7, 128, 1499, 1500, 100000, None):
