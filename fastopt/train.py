@@ -269,15 +269,15 @@ def _compiled_epochs(net, optimizer, op, order, batch, n, losses):
         b1, b2 = optimizer.betas
         wd = optimizer._groups[0]["weight_decay"]
         k_end = k + epochs * -(-xs.shape[0] // batch)
-        first = optimizer.step_count + 1
+        updates = range(optimizer.step_count + 1, optimizer.step_count + 1 + k_end - k)   # 1-based
         sched = optimizer._groups[0]["lr"]
-        lr = np.array([sched(t - 1) for t in range(first, first + k_end - k)], dtype=np.float64)
+        lr = np.array([sched(t - 1) for t in updates], dtype=np.float64)
         if not (lr.size and np.all(lr >= 0.0) and np.all(np.isfinite(lr))):
             raise ValueError(f"fit: the learning rate schedule gave a negative or non-finite value: {lr}")
         # Python's pow, as Adam.step (NumPy's power may round the last bit otherwise); the products,
         # quotients and square roots below are correctly rounded either way: the same bits
-        step_lr[k:k_end] = lr * (1.0 / np.array([1.0 - b1 ** t for t in range(first, first + k_end - k)]))
-        bc2_sqrt[k:k_end] = np.sqrt(np.array([1.0 - b2 ** t for t in range(first, first + k_end - k)]))
+        step_lr[k:k_end] = lr * (1.0 / np.array([1.0 - b1 ** t for t in updates]))
+        bc2_sqrt[k:k_end] = np.sqrt(np.array([1.0 - b2 ** t for t in updates]))
         if optimizer.decoupled_weight_decay:
             l2[k:k_end], shrink[k:k_end] = 0.0, 1.0 - lr * wd
         else:
