@@ -17,14 +17,28 @@ def captured_launch(call):
     seen = {}
     real = _dispatch.get_kernel
 
+    class Spy:
+        """The kernel's entry point and its serial / threaded builds (lean paths call a build directly),
+        each recording the launch."""
+
+        def __init__(self, kernel):
+            self._kernel = kernel
+            self.parallel_min_size = getattr(kernel, "parallel_min_size", None)
+
+        def _recording(self, target):
+            def record(*args):
+                seen["kernel"], seen["args"] = self._kernel, args
+                return target(*args)
+            return record
+
+        def __call__(self, *args):
+            return self._recording(self._kernel)(*args)
+
+        def __getattr__(self, name):  # serial, threaded
+            return self._recording(getattr(self._kernel, name))
+
     def spy(family, name, backend):
-        kernel = real(family, name, backend)
-
-        def record(*args):
-            seen["kernel"], seen["args"] = kernel, args
-            return kernel(*args)
-
-        return record
+        return Spy(real(family, name, backend))
 
     _dispatch.get_kernel = spy
     try:

@@ -19,7 +19,9 @@ The common case (NumPy arrays that own their memory, one segment, float
 hyperparameters) takes a fast path of identity and flag tests: a functional
 step's overhead is measured in ``bench/bench_overhead.py``. Anything unusual
 falls through to the full checks of :mod:`fastopt._validate`, which raise the
-error messages.
+error messages. The plain ``adam_step`` call is leaner still: it leaves the array
+checks to its kernel's entry (Numba's type match on the types a checked call admitted,
+and the kernel's own size and overlap test; see ``adam_plain`` in ``kernels/cpu/optim.py``).
 """
 from __future__ import annotations
 
@@ -73,8 +75,7 @@ def check_arrays(func, names, arrays, backend=None):
     Returns:
       the backend name and the arrays as 1-D views (NumPy or CuPy; DLPack tensors converted).
     """
-    if (backend == "cpu" or (backend is None and _dispatch._active.get() in _CPU_CONTEXT)) \
-            and _plain_arrays_ok(arrays):
+    if (backend == "cpu" or (backend is None and cpu_context())) and _plain_arrays_ok(arrays):
         backend = "cpu"
     else:
         backend, arrays = _full_checks(func, names, arrays, backend)
@@ -83,12 +84,9 @@ def check_arrays(func, names, arrays, backend=None):
     return backend, arrays
 
 
-def plain_cpu(backend, arrays) -> bool:
-    """True when a step needs none of :func:`check_arrays`' work: the call resolves to the CPU and
-    the arrays are plain 1-D NumPy arrays (:func:`_plain_arrays_ok`). For the functional steps'
-    lean paths, which pass the arrays to the kernel as they are."""
-    return (backend == "cpu" or (backend is None and _dispatch._active.get() in _CPU_CONTEXT)) \
-        and _plain_arrays_ok(arrays) and arrays[0].ndim == 1
+def cpu_context() -> bool:
+    """True when no ``fastopt.use_backend`` context is active, or a "cpu" one is."""
+    return _dispatch._active.get() in _CPU_CONTEXT
 
 
 def _full_checks(func, names, arrays, backend):

@@ -118,6 +118,22 @@ def adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, 
         v[sl] = v_new
 
 
+
+def adam_plain(p, g, m, v, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2_sqrt):
+    """``adam`` on one segment without AMSGrad, the segment's ``lr``, ``l2``, ``shrink`` as scalars.
+
+    Returns False and touches nothing when the arrays' sizes differ or their memory overlaps
+    (the CPU kernel's lean entry relies on this check), True after the update.
+    """
+    arrays = (p, g, m, v)
+    if any(a.size != p.size for a in arrays) or any(
+            np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
+        return False
+    adam(p, g, m, v, p[:0], np.array([0, p.size]), np.array([lr]), np.array([l2]), np.array([shrink]),
+         grad_mul, beta1, beta2, eps, bc2_sqrt, False)
+    return True
+
+
 def nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2, coef_g, coef_m):
     """NAdam (Dozat 2016) in PyTorch's form, with momentum decay folded into two scalars.
 

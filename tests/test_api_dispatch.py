@@ -61,7 +61,9 @@ def _update_backends(log):
 def test_numpy_arrays_resolve_to_cpu(kernel_log):
     p, g, m, v = _adam_arrays()
     fastopt.adam_step(p, g, m, v, step=1, lr=0.1)
-    assert _update_backends(kernel_log) == ["cpu"]
+    # one lookup, or two when the lean path's kernel has not run these types yet in this process
+    # and the call goes on through the checked path (adam_step's docstring)
+    assert set(_update_backends(kernel_log)) == {"cpu"}
     assert kernel_log[-1][3] == "fastopt.kernels.cpu.optim"
 
 

@@ -264,3 +264,27 @@ def test_grad_sumsq_is_deterministic():
     g = cupy.asarray(np.random.default_rng(3).standard_normal(3_000_017).astype(np.float32))
     first = gpu_optim.grad_sumsq(g)
     assert all(gpu_optim.grad_sumsq(g) == first for _ in range(5))
+
+
+# ---------------------------------------------------------------------------
+# adam_plain: one segment, scalars (what the functional adam_step launches for one group)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_plain_matches_reference_and_refuses_overlap(dtype):
+    rng = np.random.default_rng(4)
+    n = 1000
+    host = [rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    host[2] = np.abs(host[2])
+    dev = [cupy.asarray(a) for a in host]
+    for k in range(1, 6):
+        g = rng.standard_normal(n).astype(dtype)
+        scalars = (1e-2 / (1 - 0.9 ** k), 1e-3, 0.999, 0.5, 0.9, 0.999, 1e-8, math.sqrt(1 - 0.999 ** k))
+        assert reference.adam_plain(host[0], g, host[1], host[2], *scalars) is True
+        assert gpu_optim.adam_plain(dev[0], cupy.asarray(g), dev[1], dev[2], *scalars) is True
+    tol = TOL[dtype]
+    for h, d in zip(host, dev):
+        np.testing.assert_allclose(cupy.asnumpy(d), h, rtol=0, atol=tol * np.abs(h).max())
+    base = cupy.ones(40, dtype=dtype)
+    assert gpu_optim.adam_plain(base[:10], base[10:20], base[5:15], base[30:40], *scalars) is False
+    assert bool((base == 1).all())

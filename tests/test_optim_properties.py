@@ -92,6 +92,11 @@ def test_adam_cpu_matches_reference_float64(data, n, steps, lr, beta1, beta2, ep
                               backend=backend)
         for name, a, e, q in zip(("p", "m", "v", "vmax"), bufs["cpu"], bufs["reference"], prev):
             _assert_rel(a, e, q, rtol=1e-12, what=f"step {k} {name}")
+        # Each step is judged from the same state: the tolerance scales with this step's operands,
+        # and a last-ulp difference left by an earlier step's cancellation (m = 40 from terms of
+        # 1e7: hypothesis found one) is not this step's error.
+        for a, e in zip(bufs["cpu"], bufs["reference"]):
+            a[...] = e
 
 
 @SETTINGS

@@ -101,7 +101,7 @@ class Adam(Optimizer):
     def _state_names(self):
         return ("m", "v", "vmax") if self.amsgrad else ("m", "v")
 
-    _fast_kernel_name = ("optim", "adam")
+    _fast_kernel_name = ("optim", "adam_plain")
 
     def _fast_apply(self, part, g, step, lr, wd):
         (b1, b2), eps, amsgrad, decoupled = self.betas, self.eps, self.amsgrad, self.decoupled_weight_decay
@@ -112,10 +112,18 @@ class Adam(Optimizer):
             return False
         s = part.state
         bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step      # as adam_step computes them
-        lrs, l2, shrink = self._fast_segment_arrays(lr, wd, decoupled, 1.0 / bc1)
-        self._fast_kernel(part.p, g, s["m"], s["v"], s["vmax"] if amsgrad else empty_state(part.p),
-                          part.segments.bounds, lrs, l2, shrink, 1.0, b1, b2, eps, math.sqrt(bc2), amsgrad)
-        return True
+        if amsgrad:
+            lrs, l2, shrink = self._fast_segment_arrays(lr, wd, decoupled, 1.0 / bc1)
+            self._fast_kernel_named("adam", g.size)(part.p, g, s["m"], s["v"], s["vmax"], part.segments.bounds, lrs,
+                                                    l2, shrink, 1.0, b1, b2, eps, math.sqrt(bc2), True)
+            return True
+        # one segment's scalars as segment_arrays computes them (same operations: the same bits)
+        l2, shrink = (0.0, 1.0 - lr * wd) if decoupled else (wd, 1.0)
+        try:
+            return self._fast_kernel(part.p, g, s["m"], s["v"], lr * (1.0 / bc1), l2, shrink, 1.0, b1, b2, eps,
+                                     math.sqrt(bc2))
+        except TypeError:  # a type its checked path has not admitted: take that path
+            return False
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):
         s = part.state

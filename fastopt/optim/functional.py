@@ -37,8 +37,10 @@ import numpy as np
 
 from .. import _validate as V
 from .. import _dispatch
-from .._step import (APPLIED, ONE, ZERO, StepInfo, check_arrays, empty_state, grad_multiplier, plain_cpu,
-                     segment_arrays, single_segment)
+from .._step import (APPLIED, StepInfo, check_arrays, cpu_context, empty_state, grad_multiplier,
+                     segment_arrays)
+
+_NDARRAY = np.ndarray
 
 __all__ = ["StepInfo", "sgd_step", "momentum_step", "sgd_momentum_step", "adam_step", "nadam_step",
            "rmsprop_step", "adagrad_step", "lion_step", "nadam_mu"]
@@ -152,6 +154,13 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     Returns:
       StepInfo(applied, grad_norm).
 
+    The plain call (NumPy arrays, float hyperparameters, an int step, one segment, no AMSGrad,
+    weight decay, clipping, scaling or skipping) goes straight to the kernel ``adam_plain``, whose
+    compiled types are the array checks: it runs only the types a fully checked call has run
+    before in this process (the first call of each dtype takes the checked path), and refuses
+    mismatched sizes or overlapping memory itself. Anything it refuses takes the checked path,
+    which names the problem. Same bits either way (``tests/test_optim_fast_path.py``).
+
     Example:
       >>> import numpy as np, fastopt
       >>> p = np.ones(4, np.float32); g = np.full(4, 0.5, np.float32)
@@ -171,12 +180,19 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
             and (decoupled_weight_decay is False or decoupled_weight_decay is True)
             and type(step) is int and step >= 1 and type(beta1) is float and 0.0 <= beta1 < 1.0
             and type(beta2) is float and 0.0 <= beta2 < 1.0 and type(eps) is float and 0.0 < eps < math.inf
-            and plain_cpu(backend, (p, g, m, v))):
-        # the plain call, every argument checked above: the scalars of the path below, without its calls
-        _kernel("adam", "cpu")(p, g, m, v, empty_state(p), single_segment(p.size),
-                               np.array((lr * (1.0 / (1.0 - beta1 ** step)),)), ZERO, ONE, 1.0, beta1, beta2, eps,
-                               math.sqrt(1.0 - beta2 ** step), False)
-        return APPLIED
+            and type(p) is _NDARRAY and type(g) is _NDARRAY and type(m) is _NDARRAY and type(v) is _NDARRAY
+            and p.ndim == 1 and (backend == "cpu" or backend is None and cpu_context())):
+        # The plain call, every scalar checked above; the arrays are checked by the kernel's entry:
+        # Numba's type match (dtype, 1-D, contiguous, p/m/v writable: the types a checked call admitted)
+        # and the kernel's own size and overlap test. The scalars are those of the full path below.
+        kernel = _kernel("adam_plain", "cpu")
+        try:
+            if (kernel.serial if p.size < kernel.parallel_min_size else kernel.threaded)(
+                    p, g, m, v, lr * (1.0 / (1.0 - beta1 ** step)), 0.0, 1.0, 1.0, beta1, beta2, eps,
+                    math.sqrt(1.0 - beta2 ** step)):
+                return APPLIED
+        except TypeError:  # types not admitted (raised before the kernel ran): the full path checks them
+            pass
     f = "adam_step"
     amsgrad = V.flag(f, "amsgrad", amsgrad)
     if amsgrad and vmax is None:
@@ -194,7 +210,12 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
                              max_grad_norm, skip_nonfinite, step_factor=1.0 / bc1)
     if info.applied:
-        _kernel("adam", backend)(p, g, m, v, vmax, *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
+        bounds, lrs, l2, shrink = seg
+        if not amsgrad and bounds.size == 2:  # the plain kernel (its types admitted for the lean path above)
+            _kernel("adam_plain", backend)(p, g, m, v, float(lrs[0]), float(l2[0]), float(shrink[0]), mul, beta1,
+                                           beta2, eps, math.sqrt(bc2))
+        else:
+            _kernel("adam", backend)(p, g, m, v, vmax, *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
     return info
 
 

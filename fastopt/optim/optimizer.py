@@ -75,6 +75,8 @@ class Optimizer:
         self.step_count = 0
         self._checked_grad = None   # the fast path (see step): the gradient buffer a full step checked
         self._fast_kernel = self._fast_lr = None
+        self._fast_kernels = {}
+        self._has_host_state = type(self)._advance is not Optimizer._advance
 
     # -- what subclasses provide ---------------------------------------------------
     def _state_names(self) -> tuple[str, ...]:
@@ -185,16 +187,23 @@ class Optimizer:
         if type(lr) is not float or not 0.0 <= lr < math.inf:
             return False
         if self._fast_kernel is None:
-            # the size never changes: the serial or threaded build chosen once (as the kernel's
-            # own size dispatcher would choose it at every call)
-            kernel = _dispatch.get_kernel(*self._fast_kernel_name, "cpu")
-            self._fast_kernel = getattr(kernel, "threaded" if g.size >= kernel.parallel_min_size else "serial",
-                                        kernel)
+            self._fast_kernel = self._fast_kernel_named(self._fast_kernel_name[1], g.size)
         if not self._fast_apply(self._parts[0], g, k, lr, wd):
             return False
         self.step_count = k
-        self._advance(k)
+        if self._has_host_state:
+            self._advance(k)
         return True
+
+    def _fast_kernel_named(self, name, size):
+        """The serial or threaded build of CPU kernel ``name`` for ``size`` elements, chosen once (the
+        size never changes), as the kernel's own size dispatcher would choose it at every call."""
+        kernel = self._fast_kernels.get(name)
+        if kernel is None:
+            kernel = _dispatch.get_kernel(self._fast_kernel_name[0], name, "cpu")
+            kernel = self._fast_kernels[name] = getattr(
+                kernel, "threaded" if size >= kernel.parallel_min_size else "serial", kernel)
+        return kernel
 
     def _fast_apply(self, part, g, step, lr, wd) -> bool:  # pragma: no cover - subclasses
         """Launch ``self._fast_kernel`` for one plain step; False if this step needs the full path."""

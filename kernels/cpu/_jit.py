@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import types
 
 import numba
 
-__all__ = ["jit", "parallel_twin", "choose_cache_dir", "cache_dir"]
+__all__ = ["jit", "parallel_twin", "closed", "admit", "choose_cache_dir", "cache_dir"]
 
 _OPTIONS = dict(cache=True, error_model="numpy", nogil=True)
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -99,3 +100,35 @@ def parallel_twin(dispatcher):
     twin.__doc__ = py_func.__doc__
     twin.__module__ = py_func.__module__
     return jit(twin, parallel=True)
+
+
+def closed(dispatcher):
+    """Stop ``dispatcher`` compiling on call: it then runs only the argument types admitted by
+    :func:`admit`, and a call with any other types raises ``TypeError`` in Numba's C dispatcher,
+    before the kernel runs.
+
+    This lets a lean Python entry skip its own dtype / dimension / contiguity / writability
+    checks: Numba's type match is those checks (a read-only, strided, 2-D or other-dtype array has
+    another Numba type), and it costs nothing beyond the call. The flag is Numba's own
+    ``_can_compile``, which ``Dispatcher.disable_compile`` sets (that method refuses a dispatcher
+    that has no signature yet); ``tests/test_optim_fast_path.py`` checks that it still works.
+    """
+    dispatcher._can_compile = False
+    return dispatcher
+
+
+_ADMITTING = threading.Lock()
+
+
+def admit(dispatcher, *args):
+    """Run a :func:`closed` dispatcher on trusted (validated) ``args``, compiling, or loading from the
+    on-disk cache, their specialisation first when it is new to this process."""
+    signature = tuple(dispatcher.typeof_pyval(a) for a in args)
+    if signature not in dispatcher.overloads:
+        with _ADMITTING:
+            dispatcher._can_compile = True
+            try:
+                dispatcher.compile(signature)
+            finally:
+                dispatcher._can_compile = False
+    return dispatcher(*args)

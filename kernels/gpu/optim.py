@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _module
 
-__all__ = ["grad_sumsq", "sgd", "heavy_ball", "sgd_momentum", "adam", "nadam", "rmsprop",
+__all__ = ["grad_sumsq", "sgd", "heavy_ball", "sgd_momentum", "adam", "adam_plain", "nadam", "rmsprop",
            "adagrad", "lion"]
 
 _FILE = "optim.cu"
@@ -125,6 +125,22 @@ def adam(p, g, m, v, vmax, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, 
     _launch("adam", p, (p, g, m, v, _state(vmax), bounds, lr, l2, shrink, t(grad_mul), np.float64(beta1),
                         np.float64(beta2), t(eps), t(bc2_sqrt), np.int32(bool(amsgrad)),
                         np.int64(p.size), n_seg))
+
+
+
+def adam_plain(p, g, m, v, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2_sqrt):
+    """``adam`` on one segment without AMSGrad (scalars ``lr``, ``l2``, ``shrink``): one launch.
+
+    Returns False and launches nothing when the sizes differ or any two arrays' memory overlaps,
+    as the reference does, True after the launch.
+    """
+    arrays = (p, g, m, v)
+    if any(a.size != p.size for a in arrays) or any(
+            cupy.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:]):
+        return False
+    adam(p, g, m, v, p[:0], np.array([0, p.size], dtype=np.int64), np.array([lr]), np.array([l2]),
+         np.array([shrink]), grad_mul, beta1, beta2, eps, bc2_sqrt, False)
+    return True
 
 
 def nadam(p, g, m, v, bounds, lr, l2, shrink, grad_mul, beta1, beta2, eps, bc2, coef_g, coef_m):

@@ -61,6 +61,7 @@ optim_tests=(
     "$OPT::test_grad_sumsq_matches_reference"
     "$OPT::test_grad_sumsq_empty"
     "$OPT::test_grad_sumsq_non_finite"
+    "$OPT::test_adam_plain_matches_reference_and_refuses_overlap"
 )
 
 start=$SECONDS
