@@ -163,12 +163,17 @@ def test_scale_one_and_exact_frequency_multiple(dtype):
         assert_within(g, w, b, dtype, name)
 
 
+#: (d, C) of the general path, and of the value channel alone in 1D (its own loop in the backward)
+PATHS = {"general": (2, 4), "value-1d": (1, 1)}
+
+
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
 @pytest.mark.parametrize("want", ["gB", "gx"])
-def test_one_gradient_only(want, dtype):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_one_gradient_only(path, want, dtype):
     """The unwanted gradient as ``np.empty(0)`` (the reference's convention): the other is unchanged."""
     rng = np.random.default_rng(7)
-    d, C = 2, 4
+    d, C = PATHS[path]
     x, B, adj = make(rng, 100, d, 9, C, True, dtype)
     _, gB_all, gx_all = run_cpu(cpu.fourier_forward, cpu.fourier_backward, x, B, TWO_PI, True, adj)
     _, gB, gx = run_cpu(cpu.fourier_forward, cpu.fourier_backward, x, B, TWO_PI, True, adj,
@@ -213,17 +218,18 @@ def _bits(kernel_f, kernel_b, args):
     return [a.tobytes() for a in run_cpu(kernel_f, kernel_b, *args)]
 
 
-def _det_args(dtype):
+def _det_args(dtype, path):
     rng = np.random.default_rng(11)
-    d, C = 2, 4
+    d, C = PATHS[path]
     x, B, adj = make(rng, 5 * cpu.BLOCK + 3, d, 21, C, True, dtype)
     return x, B, TWO_PI, True, adj
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
-def test_serial_and_threaded_bit_identical(dtype):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_serial_and_threaded_bit_identical(path, dtype):
     """The serial build, the prange twin and the size-dispatching entry point give the same bits."""
-    args = _det_args(dtype)
+    args = _det_args(dtype, path)
     f, b = cpu.fourier_forward, cpu.fourier_backward
     serial = _bits(f.serial, b.serial, args)
     assert _bits(f.threaded, b.threaded, args) == serial
@@ -231,11 +237,12 @@ def test_serial_and_threaded_bit_identical(dtype):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=["float32", "float64"])
-def test_one_and_two_threads_bit_identical(dtype):
+@pytest.mark.parametrize("path", list(PATHS))
+def test_one_and_two_threads_bit_identical(path, dtype):
     """dL/dB is a sum over points: its value does not depend on the number of Numba threads."""
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here (NUMBA_NUM_THREADS < 2)")
-    args = _det_args(dtype)
+    args = _det_args(dtype, path)
     f, b = cpu.fourier_forward, cpu.fourier_backward
     before = numba.get_num_threads()
     results = []

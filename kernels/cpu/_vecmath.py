@@ -97,7 +97,7 @@ from ._jit import jit, parallel_twin
 
 __all__ = ["sincos", "tanh", "sincos_array", "tanh_array", "ACCURACY", "SINCOS_MAX_ARG", "PARALLEL_MIN_SIZE",
            "Vec", "VECTOR_BYTES", "vnative", "vlanes", "vzero", "vsplat", "vload", "vload_m", "vstore", "vstore_m",
-           "vfma", "vadd", "vsub", "vmul", "vhsum"]
+           "vfma", "vadd", "vsub", "vmul", "vhsum", "prefer_512_bit"]
 
 #: Below this many elements one thread runs the array kernels (measured crossover on the
 #: 2-core development machine, under PASSIVE waits and with the other core partly busy: threads
@@ -468,6 +468,22 @@ class _VecModel(models.PrimitiveModel):
 
 #: bytes of the vectors the micro-kernels are built from (a zmm register)
 VECTOR_BYTES = 64
+
+
+@intrinsic
+def prefer_512_bit(typingctx):
+    """Marks the function being compiled ``"prefer-vector-width"="512"``: LLVM's loop vectoriser then
+    uses zmm registers on AVX-512 CPUs, where its default tuning prefers 256 bits (measured: the
+    vectorised tanh 0.76 instead of 1.0 ns per float64, 0.41 instead of 0.48 per float32; the same
+    bits). A string attribute, ignored by other targets; llvmlite's attribute set only admits a fixed
+    list of names, hence ``set.add``."""
+    def codegen(context, builder, sig, args):
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except Exception:  # another llvmlite: only the speed-up is lost
+            pass
+        return context.get_dummy_value()
+    return types.none(), codegen
 
 
 def _is_vec(*ts):

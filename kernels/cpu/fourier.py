@@ -24,6 +24,13 @@ How the kernels are built:
 - the reduction over k of ``dL/dx`` runs in ``LANES`` fixed partial sums (a vector of
   accumulators, added in a fixed order at the end): without fast-math LLVM does not reorder a
   scalar sum, which would be a chain of K dependent additions per point;
+- the value channel alone in 1D (C = 1, d = 1: the layer of the lecture and of Tancik et al.
+  without derivative channels) has a path of its own in the backward (:func:`_value_block_1d`):
+  psi, sin/cos and psib in one loop per point over flat, unsigned indices (no psi, sin and cos rows,
+  which the derivative channels need), the block's psib rows kept, then ``dL/dx`` per point as one
+  explicit-vector dot product (:func:`_dot`). Measured (J = 1e6, K = 64, 2 threads): 55 -> 37 ms
+  (float32), 106 -> 80 ms (float64), i.e. 1.2x the time of one sincos evaluation of the layer;
+  the general path's scratch-row reduction cost ~26 ns per point, the dot ~5;
 - points are cut into fixed blocks of ``BLOCK`` points. ``dL/dB`` (a sum over points) is
   accumulated per block into its own row of partial sums, and the rows are added in block
   order, so results are bit-identical for any thread count and for the serial and threaded
@@ -55,12 +62,13 @@ import numpy as np
 from numba import prange
 
 from ._jit import jit, parallel_twin
-from ._vecmath import sincos
+from ._vecmath import prefer_512_bit, sincos, vfma, vhsum, vlanes, vload, vload_m, vnative, vzero
 
 __all__ = ["fourier_forward", "fourier_backward", "BLOCK", "LANES", "PARALLEL_MIN_WORK"]
 
 #: Points per block: the unit of work of a thread and of the dL/dB partial sums.
 BLOCK = 256
+U = np.uint64
 #: Partial sums of the dL/dx reduction over frequencies (a multiple of the vector width).
 LANES = 16
 #: Below this many (point, frequency) pairs one thread runs the kernel: sincos_array's measured
@@ -174,6 +182,41 @@ def _fourier_forward(x, B, s, keep_x, out):
                     ls[k] = -nb[k] * sr[k]
 
 
+@jit(inline="always")
+def _dot(a, b, bo, n):
+    """``sum_{k < n} a[k] b[bo + k]`` in one explicit vector of partial sums (an FMA per lane and term, k
+    in order, a masked tail; the lanes then added pairwise in a fixed order): deterministic."""
+    v = vnative(b, 1)
+    VL = vlanes(v)
+    acc = vzero(v)
+    k = 0
+    while k + VL <= n:
+        acc = vfma(vload(v, a, k), vload(v, b, bo + k), acc)
+        k += VL
+    if k < n:
+        acc = vfma(vload_m(v, a, k, n - k), vload_m(v, b, bo + k, n - k), acc)
+    return vhsum(acc)
+
+
+@jit(inline="always")
+def _value_block_1d(x, sB, A, n0, off, K, lo, hi, pbs, p1, want_B):
+    """The value channel alone in 1D (C = 1, d = 1), points lo..hi: ``pbs[(j - lo) K + k] <- psib_jk`` and
+    ``p1[k] += x_j psib_jk``. One loop per point for psi, sin/cos and psib (no psi, sin and cos rows:
+    the general path needs them for the derivative channels); flat, unsigned indices; same operations
+    (and bits) as the general path."""
+    KU = U(K)
+    for j in range(lo, hi):
+        x0 = x[j, 0]
+        ar = U(j) * U(n0) + U(off)
+        pr = U(j - lo) * KU
+        for k in range(KU):
+            sn, c = sincos(x0 * sB[k])
+            pbs[pr + k] = c * A[ar + KU + k] - sn * A[ar + k]
+        if want_B:
+            for k in range(KU):
+                p1[k] += x0 * pbs[pr + k]
+
+
 @jit
 def _fourier_backward(x, B, s, keep_x, adj, gB, gx):
     """Gradients of a loss through the Fourier features: ``gB <- dL/dB``, ``gx <- dL/dx``.
@@ -191,6 +234,7 @@ def _fourier_backward(x, B, s, keep_x, adj, gB, gx):
     Returns:
       None. The kernel trusts its inputs.
     """
+    prefer_512_bit()
     T = adj.dtype.type
     # an unwanted output may come as np.empty(0): one 2-D type for both forms (never indexed then)
     gB = np.atleast_2d(gB)
@@ -211,9 +255,21 @@ def _fourier_backward(x, B, s, keep_x, adj, gB, gx):
     # per block: rows 0..d-1 sum_j x_jm psib_jk, rows d..2d-1 sum_j (cos Sb_m - sin Cb_m), row 2d sum_j
     # (cos Cb_L + sin Sb_L); added in block order below (deterministic for any thread count)
     part = np.zeros((nblk if want_B else 0, 2 * d + 1, K), dtype=T)
+    value_1d = C == 1 and d == 1 and K > 0  # the layer alone in 1D: its own path, below
+    A = adj.reshape(-1)
     for blk in prange(nblk):
+        prefer_512_bit()  # the threaded build outlines this body into a function of its own
         lo = blk * BLOCK
         hi = min(lo + BLOCK, J)
+        if value_1d:
+            pbs = np.empty((hi - lo) * K, dtype=T)
+            _value_block_1d(x, cst[0], A, adj.shape[2], off, K, lo, hi, pbs, part[blk, 0] if want_B else pbs,
+                            want_B)
+            if want_x:
+                for j in range(lo, hi):
+                    g = _dot(cst[0], pbs, (j - lo) * K, K)
+                    gx[j, 0] = g + A[j * adj.shape[2]] if keep_x else g
+            continue
         scratch = np.empty((4, max(K, LANES)), dtype=T)
         w, sn_r, cs_r, pb = scratch[0], scratch[1], scratch[2], scratch[3]
         lanes = scratch[0, :LANES]  # psi's row, free once sin/cos are taken

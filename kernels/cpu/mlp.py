@@ -53,7 +53,7 @@ How the kernels are built
   (a branch on ``act`` inside a loop is if-converted: both activations computed; measured 2x), the
   tanh loop apart from the channel loop (in one loop its constants are reloaded every iteration),
   tanh and sin/cos from :mod:`._vecmath`. The kernels are marked ``"prefer-vector-width"="512"``
-  (:func:`_prefer_512_bit`): LLVM's tuning for this CPU prefers 256-bit vectors; with zmm the
+  (:func:`prefer_512_bit`): LLVM's tuning for this CPU prefers 256-bit vectors; with zmm the
   vectorised tanh takes 0.76 instead of 1.0 ns per float64 (same bits) and the forward of the
   1-20-20-1 network ~20 % less.
 - **Per-call costs.** The compiled helpers get their arrays as reference-count-free views
@@ -102,8 +102,8 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from ._jit import jit, parallel_twin
-from ._vecmath import (sincos, tanh, vadd, vfma, vhsum, vlanes, vload, vload_m, vnative, vsplat, vstore, vstore_m,
-                       vzero)
+from ._vecmath import (prefer_512_bit, sincos, tanh, vadd, vfma, vhsum, vlanes, vload, vload_m, vnative, vsplat,
+                       vstore, vstore_m, vzero)
 
 __all__ = ["activation_derivatives", "ansatz_forward", "ansatz_backward", "mlp_tape_size", "mlp_forward",
            "mlp_backward", "BLOCK_POINTS", "MAX_CHUNKS", "PARALLEL_MIN_POINTS", "PARALLEL_MIN_TIME_US",
@@ -142,22 +142,6 @@ def _signatures(*args):
         conv = {"a": types.Array(t, 1, "C"), "i": types.int64, "f": t}
         sigs.append(types.none(*[conv[a] for a in args]))
     return sigs
-
-
-@intrinsic
-def _prefer_512_bit(typingctx):
-    """Marks the function being compiled ``"prefer-vector-width"="512"``: LLVM's loop vectoriser then
-    uses zmm registers on AVX-512 CPUs, where its default tuning prefers 256 bits (measured: the
-    vectorised tanh 0.76 instead of 1.0 ns per float64, 0.41 instead of 0.48 per float32; the same
-    bits). A string attribute, ignored by other targets; llvmlite's attribute set only admits a fixed
-    list of names, hence ``set.add``."""
-    def codegen(context, builder, sig, args):
-        try:
-            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
-        except Exception:  # another llvmlite: only the speed-up is lost
-            pass
-        return context.get_dummy_value()
-    return types.none(), codegen
 
 
 @intrinsic
@@ -999,10 +983,10 @@ def _forward(x, B, s, keep_x, theta, widths, act, has_c0, phi, g, out, basis, ta
     has_phi = phi.size > 0
     has_g = g.size > 0
     c0 = theta[po[2 * L + 1]] if has_c0 else T(0)
-    _prefer_512_bit()
+    prefer_512_bit()
     _fourier_constants(B, T(s), tp, cst0)
     for ch in prange(nch):
-        _prefer_512_bit()  # the threaded build outlines this body into a function of its own
+        prefer_512_bit()  # the threaded build outlines this body into a function of its own
         sc = to[3 * L + 1] + ch * S
         for b in range(ch * nb // nch, (ch + 1) * nb // nch):
             lo = b * P
@@ -1065,7 +1049,7 @@ def _backward(B, s, keep_x, train_B, theta, widths, act, has_c0, phi, basis, tap
     Pf = phi.reshape(-1)
     has_phi = phi.size > 0
     sT = T(s)
-    _prefer_512_bit()
+    prefer_512_bit()
     _fourier_constants(B, sT, tp, cst0)
     for l in range(1, L + 1):  # W^T of every layer whose zb is needed
         if l > 1 or train_B:
@@ -1075,7 +1059,7 @@ def _backward(B, s, keep_x, train_B, theta, widths, act, has_c0, phi, basis, tap
                 for i in range(U(n_out)):
                     tp[wto + i * U(n_in) + m] = th[wo + m * U(n_out) + i]
     for ch in prange(nch):
-        _prefer_512_bit()
+        prefer_512_bit()
         sc = to[3 * L + 1] + ch * S
         fo = sc
         xb = fo + C * P * n0
