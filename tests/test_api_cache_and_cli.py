@@ -9,6 +9,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastopt
@@ -159,6 +160,58 @@ def test_cache_is_reused_by_a_second_process(tmp_path):
     assert first, "nothing was cached"
     second = {f: f.stat().st_mtime_ns for f in cache.rglob("*.nb*")}
     assert second == first, "the second process recompiled instead of loading the cache"
+
+
+def test_sources_stamp_covers_every_file_of_the_package(tmp_path):
+    """A kernel carries the compiled code of the other modules it calls: its cache key is all of them."""
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    before = _jit.sources_stamp(str(tmp_path))
+    (tmp_path / "b.py").write_text("y = 3\n")
+    changed = _jit.sources_stamp(str(tmp_path))
+    (tmp_path / "b.py").write_text("y = 2\n")
+    assert changed != before
+    assert _jit.sources_stamp(str(tmp_path)) == before  # contents, not times
+    (tmp_path / "c.py").write_text("")
+    assert _jit.sources_stamp(str(tmp_path)) != before  # a new module too
+
+
+def test_package_kernels_use_the_package_locator(tmp_path):
+    fastopt.sgd_step(np.ones(3), np.ones(3), lr=0.5)
+    from fastopt.kernels.cpu import optim
+    locator = optim.sgd.serial._cache._impl._locator
+    assert isinstance(locator, _jit._PackageStamp)
+    assert locator.get_source_stamp() == _jit.sources_stamp()
+    outside = tmp_path / "other.py"
+    outside.write_text("def f():\n    return 1\n")
+    assert _jit._PackageInTreeLocator.from_function(test_package_kernels_use_the_package_locator, str(outside)) is None
+
+
+_STAMP_SCRIPT = r"""
+import json, sys
+from fastopt.kernels.cpu import _jit
+if sys.argv[1] == "changed":  # as if another module of the package had been edited
+    _jit.sources_stamp = lambda package_dir=None: b"another version of the package"
+import numpy as np, fastopt
+from fastopt.kernels.cpu import optim
+fastopt.sgd_step(np.ones(3), np.ones(3), lr=0.5)
+stats = optim.sgd.serial.stats
+print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
+"""
+
+
+def test_a_change_to_any_module_recompiles_the_kernels(tmp_path):
+    """End to end: the cached kernel is reused while the package is unchanged, recompiled when it is not."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = []
+    for version in ("same", "same", "changed"):
+        out = subprocess.run([sys.executable, "-c", _STAMP_SCRIPT, version], capture_output=True, text=True,
+                             env=env, timeout=180)
+        assert out.returncode == 0, out.stderr
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert runs[0] == {"hits": 0, "misses": 1}
+    assert runs[1] == {"hits": 1, "misses": 0}
+    assert runs[2] == {"hits": 0, "misses": 1}
 
 
 # ---------------------------------------------------------------------------

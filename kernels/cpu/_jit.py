@@ -15,15 +15,27 @@ that a kernel has a serial version (no thread start-up, for small arrays) and a
 The cache directory: Numba writes next to the sources when it can. An installed,
 read-only package would make ``cache=True`` fail at the first call when no other
 location is writable, so :func:`choose_cache_dir` picks a writable directory first.
+
+The cache's validity: Numba keys a cached kernel on the hash of *its own* source file, but a
+kernel that calls or inlines another module's functions carries their compiled code (``train``
+carries ``mlp``'s forward and backward, ``mlp`` and ``fourier`` carry ``_vecmath``'s sin/cos). A
+change to ``mlp.py`` alone (an edit, a ``git pull`` into an editable install) left ``train``'s
+cached kernel with the old forward, whose workspace layout no longer matched the new front end's:
+heap corruption, seen once. So the kernels of this package are keyed on the hash of *every*
+source file of the package (:func:`sources_stamp`, through the locators of :func:`_install_locators`):
+any change recompiles them all.
 """
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
 import tempfile
 import threading
 import types
 
 import numba
+from numba.core import caching
 
 __all__ = ["jit", "parallel_twin", "closed", "admit", "choose_cache_dir", "cache_dir"]
 
@@ -73,6 +85,62 @@ def _configure_cache() -> str:
 
 
 cache_dir = _configure_cache()
+
+
+_STAMPS = {}
+
+
+def sources_stamp(package_dir: str = _PACKAGE_DIR) -> bytes:
+    """The SHA-256 of the contents of every ``*.py`` file of ``package_dir``, in name order (memoised on
+    their sizes and modification times): the cache key of every kernel of the package."""
+    files = sorted(glob.glob(os.path.join(package_dir, "*.py")))
+    key = (package_dir,) + tuple((f, os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files)
+    stamp = _STAMPS.get(key)
+    if stamp is None:
+        digest = hashlib.sha256()
+        for f in files:
+            with open(f, "rb") as fh:
+                digest.update(os.path.basename(f).encode() + b"\0" + fh.read() + b"\0")
+        stamp = _STAMPS[key] = digest.digest()
+    return stamp
+
+
+class _PackageStamp:
+    """A Numba cache locator for this package's files only, keyed on :func:`sources_stamp`."""
+
+    def get_source_stamp(self):
+        return sources_stamp(os.path.dirname(self._py_file))
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _PACKAGE_DIR:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def _numba(name):
+    """A class of ``numba.core.caching`` by its public name (Numba >= 0.61) or its older private one."""
+    return getattr(caching, name, None) or getattr(caching, "_" + name)
+
+
+class _PackageUserProvidedLocator(_PackageStamp, _numba("UserProvidedCacheLocator")):
+    """``NUMBA_CACHE_DIR`` / :func:`choose_cache_dir`'s directory."""
+
+
+class _PackageInTreeLocator(_PackageStamp, _numba("InTreeCacheLocator")):
+    """``__pycache__`` beside the sources."""
+
+
+def _install_locators() -> None:
+    """Put the package's locators first in Numba's list, in Numba's own order (a user-provided
+    directory before the one beside the sources)."""
+    ours = [_PackageUserProvidedLocator, _PackageInTreeLocator]
+    classes = _numba("CacheImpl")._locator_classes
+    if classes[:2] != ours:
+        classes[:0] = ours
+
+
+_install_locators()
 
 
 def jit(func=None, *, parallel: bool = False, inline: str = "never", signature=None):
