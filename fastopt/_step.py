@@ -89,6 +89,15 @@ def cpu_context() -> bool:
     return _dispatch._active.get() in _CPU_CONTEXT
 
 
+def adam_corrections(beta1: float, beta2: float, step: int) -> tuple[float, float]:
+    """Adam's bias corrections at 1-based ``step``, in float64: ``(1 / (1 - beta1^k), sqrt(1 - beta2^k))``.
+
+    The one place they are computed: the functional step, the optimiser's fast path and the compiled
+    training loop (:func:`fastopt.train.fit`) give the kernels the same scalars, hence the same bits.
+    The step size is ``lr * (1 / (1 - beta1^k))`` (a product, not ``lr / (1 - beta1^k)``)."""
+    return 1.0 / (1.0 - beta1 ** step), math.sqrt(1.0 - beta2 ** step)
+
+
 def _full_checks(func, names, arrays, backend):
     backend, arrays = _dispatch.resolve(func, list(zip(names, arrays)), backend)
     p, g = arrays[0], arrays[1]

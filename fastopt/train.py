@@ -44,6 +44,7 @@ import numpy as np
 
 from . import _dispatch
 from . import _validate as V
+from ._step import adam_corrections
 from .nn import MLP
 from .optim import Adam
 from .optim.optimizer import Optimizer
@@ -274,10 +275,10 @@ def _compiled_epochs(net, optimizer, op, order, batch, n, losses):
         lr = np.array([sched(t - 1) for t in updates], dtype=np.float64)
         if not (lr.size and np.all(lr >= 0.0) and np.all(np.isfinite(lr))):
             raise ValueError(f"fit: the learning rate schedule gave a negative or non-finite value: {lr}")
-        # Python's pow, as Adam.step (NumPy's power may round the last bit otherwise); the products,
-        # quotients and square roots below are correctly rounded either way: the same bits
-        step_lr[k:k_end] = lr * (1.0 / np.array([1.0 - b1 ** t for t in updates]))
-        bc2_sqrt[k:k_end] = np.sqrt(np.array([1.0 - b2 ** t for t in updates]))
+        # the corrections of Adam.step (Python's pow: NumPy's power may round the last bit otherwise)
+        corrections = np.array([adam_corrections(b1, b2, t) for t in updates]).reshape(-1, 2)
+        step_lr[k:k_end] = lr * corrections[:, 0]
+        bc2_sqrt[k:k_end] = corrections[:, 1]
         if optimizer.decoupled_weight_decay:
             l2[k:k_end], shrink[k:k_end] = 0.0, 1.0 - lr * wd
         else:

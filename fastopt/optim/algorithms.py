@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from .. import _validate as V
-from .._step import empty_state
+from .._step import adam_corrections
 from . import functional as F
 from .optimizer import Optimizer
 
@@ -111,17 +111,16 @@ class Adam(Optimizer):
                 and (amsgrad is True or amsgrad is False) and (decoupled is True or decoupled is False)):
             return False
         s = part.state
-        bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step      # as adam_step computes them
+        inv_bc1, bc2_sqrt = adam_corrections(b1, b2, step)
         if amsgrad:
-            lrs, l2, shrink = self._fast_segment_arrays(lr, wd, decoupled, 1.0 / bc1)
+            lrs, l2, shrink = self._fast_segment_arrays(lr, wd, decoupled, inv_bc1)
             self._fast_kernel_named("adam", g.size)(part.p, g, s["m"], s["v"], s["vmax"], part.segments.bounds, lrs,
-                                                    l2, shrink, 1.0, b1, b2, eps, math.sqrt(bc2), True)
+                                                    l2, shrink, 1.0, b1, b2, eps, bc2_sqrt, True)
             return True
         # one segment's scalars as segment_arrays computes them (same operations: the same bits)
         l2, shrink = (0.0, 1.0 - lr * wd) if decoupled else (wd, 1.0)
         try:
-            return self._fast_kernel(part.p, g, s["m"], s["v"], lr * (1.0 / bc1), l2, shrink, 1.0, b1, b2, eps,
-                                     math.sqrt(bc2))
+            return self._fast_kernel(part.p, g, s["m"], s["v"], lr * inv_bc1, l2, shrink, 1.0, b1, b2, eps, bc2_sqrt)
         except TypeError:  # a type its checked path has not admitted: take that path
             return False
 

@@ -37,8 +37,8 @@ import numpy as np
 
 from .. import _validate as V
 from .. import _dispatch
-from .._step import (APPLIED, StepInfo, check_arrays, cpu_context, empty_state, grad_multiplier,
-                     segment_arrays)
+from .._step import (APPLIED, StepInfo, adam_corrections, check_arrays, cpu_context, empty_state,
+                     grad_multiplier, segment_arrays)
 
 _NDARRAY = np.ndarray
 
@@ -186,10 +186,10 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
         # Numba's type match (dtype, 1-D, contiguous, p/m/v writable: the types a checked call admitted)
         # and the kernel's own size and overlap test. The scalars are those of the full path below.
         kernel = _kernel("adam_plain", "cpu")
+        inv_bc1, bc2_sqrt = adam_corrections(beta1, beta2, step)
         try:
             if (kernel.serial if p.size < kernel.parallel_min_size else kernel.threaded)(
-                    p, g, m, v, lr * (1.0 / (1.0 - beta1 ** step)), 0.0, 1.0, 1.0, beta1, beta2, eps,
-                    math.sqrt(1.0 - beta2 ** step)):
+                    p, g, m, v, lr * inv_bc1, 0.0, 1.0, 1.0, beta1, beta2, eps, bc2_sqrt):
                 return APPLIED
         except TypeError:  # types not admitted (raised before the kernel ran): the full path checks them
             pass
@@ -205,17 +205,16 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
     step = V.step_count(f, step)
     beta1, beta2 = V.beta(f, "beta1", beta1), V.beta(f, "beta2", beta2)
     eps = V.positive(f, "eps", eps)
-    bc1 = 1.0 - beta1 ** step
-    bc2 = 1.0 - beta2 ** step
+    inv_bc1, bc2_sqrt = adam_corrections(beta1, beta2, step)
     seg, mul, info = _common(f, backend, p, g, segments, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale,
-                             max_grad_norm, skip_nonfinite, step_factor=1.0 / bc1)
+                             max_grad_norm, skip_nonfinite, step_factor=inv_bc1)
     if info.applied:
         bounds, lrs, l2, shrink = seg
         if not amsgrad and bounds.size == 2:  # the plain kernel (its types admitted for the lean path above)
             _kernel("adam_plain", backend)(p, g, m, v, float(lrs[0]), float(l2[0]), float(shrink[0]), mul, beta1,
-                                           beta2, eps, math.sqrt(bc2))
+                                           beta2, eps, bc2_sqrt)
         else:
-            _kernel("adam", backend)(p, g, m, v, vmax, *seg, mul, beta1, beta2, eps, math.sqrt(bc2), amsgrad)
+            _kernel("adam", backend)(p, g, m, v, vmax, *seg, mul, beta1, beta2, eps, bc2_sqrt, amsgrad)
     return info
 
 
