@@ -229,3 +229,42 @@ def test_functional_lean_path_takes_views_and_2d_arrays():
     np.testing.assert_array_equal(p, sep[0])
     np.testing.assert_array_equal(base[24:36], sep[2])
     np.testing.assert_array_equal(two_d[0].reshape(-1), sep[0])
+
+
+def test_a_call_racing_an_admission_is_refused_not_compiled():
+    """While admit() holds the flag open (under Numba's compiler lock), another thread's call with new
+    types waits for that lock and is then refused (RuntimeError), never compiled and run."""
+    import threading
+
+    import numba
+    from numba.core.compiler_lock import global_compiler_lock
+
+    from fastopt.kernels.cpu._jit import admit, closed
+
+    @numba.njit(cache=False)
+    def bump(a):
+        a[0] += 1
+
+    kernel = closed(bump)
+    assert admit(kernel, np.zeros(2)) is None          # float64 admitted
+    ints = np.zeros(2, np.int64)
+    outcome = []
+
+    def racer():
+        try:
+            kernel(ints)
+            outcome.append("ran")
+        except (TypeError, RuntimeError) as e:
+            outcome.append(type(e).__name__)
+
+    with global_compiler_lock:                          # as admit() holds it for another admission
+        kernel._can_compile = True
+        t = threading.Thread(target=racer)
+        t.start()
+        t.join(timeout=1.0)                             # the racer now waits for the lock
+        kernel._can_compile = False
+    t.join(timeout=60)
+    # RuntimeError: it raced the open flag and was refused after the lock (the case this test is for);
+    # TypeError: it was slower than the 1 s window and met the closed flag. Never "ran".
+    assert outcome in (["RuntimeError"], ["TypeError"])
+    assert (ints == 0).all() and len(kernel.signatures) == 1

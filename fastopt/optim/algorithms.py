@@ -121,7 +121,7 @@ class Adam(Optimizer):
         l2, shrink = (0.0, 1.0 - lr * wd) if decoupled else (wd, 1.0)
         try:
             return self._fast_kernel(part.p, g, s["m"], s["v"], lr * inv_bc1, l2, shrink, 1.0, b1, b2, eps, bc2_sqrt)
-        except TypeError:  # a type its checked path has not admitted: take that path
+        except (TypeError, RuntimeError):  # types its checked path has not admitted (_jit.admit): take that path
             return False
 
     def _apply(self, part, g, step, lrs, wds, grad_scale):

@@ -191,8 +191,8 @@ def adam_step(p, g, m, v, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_
             if (kernel.serial if p.size < kernel.parallel_min_size else kernel.threaded)(
                     p, g, m, v, lr * inv_bc1, 0.0, 1.0, 1.0, beta1, beta2, eps, bc2_sqrt):
                 return APPLIED
-        except TypeError:  # types not admitted (raised before the kernel ran): the full path checks them
-            pass
+        except (TypeError, RuntimeError):  # types not admitted (refused before the kernel ran, see _jit.admit):
+            pass                           # the full path checks them
     f = "adam_step"
     amsgrad = V.flag(f, "amsgrad", amsgrad)
     if amsgrad and vmax is None:

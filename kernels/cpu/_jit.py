@@ -31,11 +31,11 @@ import glob
 import hashlib
 import os
 import tempfile
-import threading
 import types
 
 import numba
 from numba.core import caching
+from numba.core.compiler_lock import global_compiler_lock
 
 __all__ = ["jit", "parallel_twin", "closed", "admit", "choose_cache_dir", "cache_dir"]
 
@@ -185,15 +185,17 @@ def closed(dispatcher):
     return dispatcher
 
 
-_ADMITTING = threading.Lock()
-
-
 def admit(dispatcher, *args):
     """Run a :func:`closed` dispatcher on trusted (validated) ``args``, compiling, or loading from the
-    on-disk cache, their specialisation first when it is new to this process."""
+    on-disk cache, their specialisation first when it is new to this process.
+
+    The flag is open only while Numba's global compiler lock is held: a call from another thread
+    that saw it open then waits for that lock inside Numba's ``compile``, finds the flag closed again
+    and raises ``RuntimeError`` (never compiles its own types); the lean paths treat that as a refusal.
+    """
     signature = tuple(dispatcher.typeof_pyval(a) for a in args)
     if signature not in dispatcher.overloads:
-        with _ADMITTING:
+        with global_compiler_lock:
             dispatcher._can_compile = True
             try:
                 dispatcher.compile(signature)

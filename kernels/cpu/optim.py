@@ -87,7 +87,7 @@ def _by_size(serial, closed=False):
             kernel = threaded if p.size >= PARALLEL_MIN_SIZE else serial
             try:
                 return kernel(p, *args)
-            except TypeError:  # types not admitted yet (raised before the kernel runs)
+            except (TypeError, RuntimeError):  # types not admitted yet (refused before the kernel runs)
                 return admit(kernel, p, *args)
     else:
         def run(p, *args):
