@@ -265,7 +265,7 @@ def _compiled_epochs(net, optimizer, op, order, batch, n, losses):
     step_lr, l2, shrink, bc2_sqrt = (np.empty(steps) for _ in range(4))
 
     def run(xs, ts, k, epochs):
-        xs, ts = np.ascontiguousarray(xs), np.ascontiguousarray(ts.reshape(ts.shape[0], -1))
+        ts = ts.reshape(ts.shape[0], -1)       # contiguous already: _check copied x and target, a permutation copies
         # this epoch's step scalars, with the options as they are now (read as Adam.step reads them)
         b1, b2 = optimizer.betas
         wd = optimizer._groups[0]["weight_decay"]

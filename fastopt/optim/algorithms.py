@@ -101,7 +101,7 @@ class Adam(Optimizer):
     def _state_names(self):
         return ("m", "v", "vmax") if self.amsgrad else ("m", "v")
 
-    _fast_kernel_name = ("optim", "adam_plain")
+    _fast_family = "optim"
 
     def _fast_apply(self, part, g, step, lr, wd):
         (b1, b2), eps, amsgrad, decoupled = self.betas, self.eps, self.amsgrad, self.decoupled_weight_decay
@@ -120,7 +120,8 @@ class Adam(Optimizer):
         # one segment's scalars as segment_arrays computes them (same operations: the same bits)
         l2, shrink = (0.0, 1.0 - lr * wd) if decoupled else (wd, 1.0)
         try:
-            return self._fast_kernel(part.p, g, s["m"], s["v"], lr * inv_bc1, l2, shrink, 1.0, b1, b2, eps, bc2_sqrt)
+            return self._fast_kernel_named("adam_plain", g.size)(part.p, g, s["m"], s["v"], lr * inv_bc1, l2, shrink,
+                                                                 1.0, b1, b2, eps, bc2_sqrt)
         except (TypeError, RuntimeError):  # types its checked path has not admitted (_jit.admit): take that path
             return False
 

@@ -74,8 +74,8 @@ class Optimizer:
         self.backend, _ = _dispatch.resolve(f, [(f"params[{p.key}]", p.p) for p in self._parts], backend)
         self.step_count = 0
         self._checked_grad = None   # the fast path (see step): the gradient buffer a full step checked
-        self._fast_kernel = self._fast_lr = None
-        self._fast_kernels = {}
+        self._fast_lr = None
+        self._fast_kernels = {}     # kernel name -> the serial or threaded build chosen for this size
         self._has_host_state = type(self)._advance is not Optimizer._advance
 
     # -- what subclasses provide ---------------------------------------------------
@@ -148,12 +148,12 @@ class Optimizer:
         return StepInfo(True, norm)
 
     # -- the fast path of a training loop ------------------------------------------------
-    #: Set by subclasses that implement :meth:`_fast_apply`: ``(family, kernel name)``.
-    _fast_kernel_name = None
+    #: Set by subclasses that implement :meth:`_fast_apply`: the kernel family they launch from.
+    _fast_family = None
 
     def _remember_checked(self, g_parts) -> None:
         """After a step whose checks passed, remember its gradient buffer for the fast path."""
-        if self._fast_kernel_name is None or self.backend != "cpu" or len(self._parts) != 1 \
+        if self._fast_family is None or self.backend != "cpu" or len(self._parts) != 1 \
                 or len(self._parts[0].groups) != 1 or type(g_parts[0]) is not np.ndarray:
             return
         self._checked_grad = g_parts[0]
@@ -186,8 +186,6 @@ class Optimizer:
         lr, wd = group["lr"](k - 1), group["weight_decay"]
         if type(lr) is not float or not 0.0 <= lr < math.inf:
             return False
-        if self._fast_kernel is None:
-            self._fast_kernel = self._fast_kernel_named(self._fast_kernel_name[1], g.size)
         if not self._fast_apply(self._parts[0], g, k, lr, wd):
             return False
         self.step_count = k
@@ -196,17 +194,19 @@ class Optimizer:
         return True
 
     def _fast_kernel_named(self, name, size):
-        """The serial or threaded build of CPU kernel ``name`` for ``size`` elements, chosen once (the
-        size never changes), as the kernel's own size dispatcher would choose it at every call."""
+        """The serial or threaded build of CPU kernel ``name`` (of family ``_fast_family``) for ``size``
+        elements, chosen once (the size never changes), as the kernel's own size dispatcher would choose
+        it at every call."""
         kernel = self._fast_kernels.get(name)
         if kernel is None:
-            kernel = _dispatch.get_kernel(self._fast_kernel_name[0], name, "cpu")
+            kernel = _dispatch.get_kernel(self._fast_family, name, "cpu")
             kernel = self._fast_kernels[name] = getattr(
                 kernel, "threaded" if size >= kernel.parallel_min_size else "serial", kernel)
         return kernel
 
     def _fast_apply(self, part, g, step, lr, wd) -> bool:  # pragma: no cover - subclasses
-        """Launch ``self._fast_kernel`` for one plain step; False if this step needs the full path."""
+        """Launch the kernel (:meth:`_fast_kernel_named`) for one plain step; False if this step needs the
+        full path."""
         return False
 
     def _fast_segment_arrays(self, lr, wd, decoupled, step_factor):
